@@ -1,0 +1,223 @@
+//! Command line of the `origin-region-operator` binary; every flag has an environment twin.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use std::sync::Arc;
+
+use crate::cloudflare::{ClientConfig, Clients, Observer};
+use crate::telemetry::LogFormat;
+
+/// Keeps Cloudflare Origin Cloud Region mappings equal to OriginCloudRegionMapping objects.
+#[derive(Debug, Parser)]
+#[command(name = "origin-region-operator", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the controller.
+    Run(RunArgs),
+    /// Print the CustomResourceDefinition YAML (what crds/ holds).
+    Crd,
+    /// Print, per zone, what `run` would change in Cloudflare; changes nothing.
+    Plan(PlanArgs),
+}
+
+/// Connection to Kubernetes.
+#[derive(Debug, Args, Clone)]
+pub struct KubeArgs {
+    /// Kubeconfig file; in-cluster config or ~/.kube/config when unset.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// Kubeconfig context to use.
+    #[arg(long, env = "KUBE_CONTEXT")]
+    pub context: Option<String>,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+}
+
+/// Connection to Cloudflare.
+#[derive(Debug, Args, Clone)]
+pub struct CloudflareArgs {
+    /// Cloudflare API base URL (the simulator's, in tests and the demo).
+    #[arg(
+        long,
+        env = "CLOUDFLARE_API_URL",
+        default_value = "https://api.cloudflare.com/client/v4"
+    )]
+    pub cloudflare_api_url: String,
+    /// Operator-wide credentials Secret as namespace/name (keys apiToken, or email + apiKey).
+    #[arg(long, env = "DEFAULT_CREDENTIALS_SECRET", value_parser = parse_secret_ref)]
+    pub default_credentials_secret: Option<(String, String)>,
+    /// Read Secrets named by credentialsSecretRef in watched namespaces (needs list/watch on
+    /// Secrets there).
+    #[arg(long, env = "WATCH_SECRET_REFS")]
+    pub watch_secret_refs: bool,
+    /// Cloudflare requests allowed per --rate-period and credential.
+    #[arg(long, env = "CLOUDFLARE_RATE_LIMIT", default_value_t = 1200)]
+    pub rate_limit: u32,
+    /// Window of --rate-limit.
+    #[arg(long, env = "CLOUDFLARE_RATE_PERIOD", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub rate_period: Duration,
+    /// Attempts per Cloudflare call, the first included.
+    #[arg(long, env = "CLOUDFLARE_MAX_ATTEMPTS", default_value_t = 5)]
+    pub max_attempts: usize,
+    /// Timeout of one Cloudflare request, body included.
+    #[arg(long, env = "CLOUDFLARE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+}
+
+/// Flags of `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Kubernetes connection.
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// Cloudflare connection.
+    #[command(flatten)]
+    pub cloudflare: CloudflareArgs,
+    /// Full re-read of every zone (drift repair) this often.
+    #[arg(long, env = "RESYNC_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub resync_interval: Duration,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Zones reconciled at once.
+    #[arg(long, env = "WORKERS", default_value_t = 4)]
+    pub workers: usize,
+    /// Quiet time after a change before a zone is planned, so bursts batch together.
+    #[arg(long, env = "DEBOUNCE", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub debounce: Duration,
+    /// Elect a leader through a Lease, so several replicas are safe.
+    #[arg(long, env = "LEADER_ELECTION")]
+    pub leader_election: bool,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "LEASE_NAME", default_value = "origin-region-operator")]
+    pub lease_name: String,
+    /// Namespace of the Lease (default: the pod's namespace, POD_NAMESPACE).
+    #[arg(long, env = "LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Lease duration: a standby takes over this long after the leader stops renewing.
+    #[arg(long, env = "LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+    /// This replica's identity (default: the pod name, POD_NAME, or the host name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+/// Flags of `plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Kubernetes connection.
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// Cloudflare connection.
+    #[command(flatten)]
+    pub cloudflare: CloudflareArgs,
+    /// Print the plan as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl KubeArgs {
+    /// Builds a Kubernetes client from the flags (kubeconfig, context) or the environment.
+    pub async fn client(&self) -> Result<kube::Client, String> {
+        let options = kube::config::KubeConfigOptions {
+            context: self.context.clone(),
+            ..Default::default()
+        };
+        let config = match &self.kubeconfig {
+            Some(path) => {
+                let kc = kube::config::Kubeconfig::read_from(path)
+                    .map_err(|e| format!("reading kubeconfig {}: {e}", path.display()))?;
+                kube::Config::from_custom_kubeconfig(kc, &options)
+                    .await
+                    .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+            }
+            None if self.context.is_some() => kube::Config::from_kubeconfig(&options)
+                .await
+                .map_err(|e| format!("kubeconfig: {e}"))?,
+            None => kube::Config::infer()
+                .await
+                .map_err(|e| format!("finding Kubernetes config: {e}"))?,
+        };
+        kube::Client::try_from(config).map_err(|e| format!("building the Kubernetes client: {e}"))
+    }
+}
+
+impl CloudflareArgs {
+    /// Builds the Cloudflare client factory from the flags.
+    pub fn clients(&self, observer: Option<Arc<dyn Observer>>) -> Clients {
+        Clients::new(
+            ClientConfig {
+                base_url: self.cloudflare_api_url.clone(),
+                rate_limit: self.rate_limit,
+                rate_period: self.rate_period,
+                max_attempts: self.max_attempts,
+                request_timeout: self.request_timeout,
+                ..ClientConfig::default()
+            },
+            observer,
+        )
+    }
+}
+
+fn parse_secret_ref(s: &str) -> Result<(String, String), String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.to_string(), name.to_string()))
+        }
+        _ => Err(format!("{s:?} is not namespace/name")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_parse_and_bad_values_are_named() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "run",
+            "--resync-interval",
+            "2m",
+            "--default-credentials-secret",
+            "ops/cf",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!()
+        };
+        assert_eq!(run.resync_interval, Duration::from_secs(120));
+        assert_eq!(
+            run.cloudflare.default_credentials_secret,
+            Some(("ops".into(), "cf".into()))
+        );
+        let err =
+            Cli::try_parse_from(["x", "run", "--default-credentials-secret", "cf"]).unwrap_err();
+        assert!(
+            err.to_string().contains("\"cf\" is not namespace/name"),
+            "{err}"
+        );
+        let err = Cli::try_parse_from(["x", "run", "--resync-interval", "soon"]).unwrap_err();
+        assert!(err.to_string().contains("soon"), "{err}");
+    }
+}

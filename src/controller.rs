@@ -1,0 +1,399 @@
+//! Runs the operator: watches mappings and Secrets into caches, turns every change into a
+//! "zone is dirty" mark, and lets a few workers reconcile dirty zones, never one zone twice at
+//! once. The unit of work is the zone, so writes are batched per zone.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::{self, Event as WatchEvent};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, ResourceExt};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::cloudflare::Clients;
+use crate::crd::OriginCloudRegionMapping;
+use crate::credentials::{CredentialSource, API_KEY_KEY, EMAIL_KEY, TOKEN_KEY};
+use crate::metrics::Metrics;
+use crate::reconciler::{owned_zone, reconcile_zone, Context, Settings};
+use crate::zone_state::ZoneStates;
+
+/// How the controller runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Watch only this namespace; all namespaces when `None`.
+    pub namespace: Option<String>,
+    /// Operator-wide credentials Secret, `(namespace, name)`.
+    pub default_secret: Option<(String, String)>,
+    /// Read Secrets named by `credentialsSecretRef` (needs list/watch on Secrets).
+    pub watch_secret_refs: bool,
+    /// Zones reconciled at once.
+    pub workers: usize,
+    /// Wait after a change before reconciling, so a burst of changes becomes one plan.
+    pub debounce: Duration,
+    /// Reconciler tunables.
+    pub settings: Settings,
+    /// Name reported on Events.
+    pub reporter: String,
+}
+
+/// Runs until `shutdown` resolves, then finishes in-flight zones and returns.
+pub async fn run(
+    kube: kube::Client,
+    clients: Clients,
+    metrics: Arc<Metrics>,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) {
+    let queue = Arc::new(ZoneQueue::default());
+    let mappings: Api<OriginCloudRegionMapping> = match &config.namespace {
+        Some(ns) => Api::namespaced(kube.clone(), ns),
+        None => Api::all(kube.clone()),
+    };
+    let (store, writer) = reflector::store();
+    let mapping_events = watcher(mappings, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer);
+
+    let (default_store, default_events) = match &config.default_secret {
+        Some((ns, name)) => {
+            let api: Api<Secret> = Api::namespaced(kube.clone(), ns);
+            let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+            let (s, w) = reflector::store();
+            (Some(s), Some(secret_stream(api, cfg, w)))
+        }
+        None => (None, None),
+    };
+    let (ref_store, ref_events) = if config.watch_secret_refs {
+        let api: Api<Secret> = match &config.namespace {
+            Some(ns) => Api::namespaced(kube.clone(), ns),
+            None => Api::all(kube.clone()),
+        };
+        let (s, w) = reflector::store();
+        (
+            Some(s),
+            Some(secret_stream(api, watcher::Config::default(), w)),
+        )
+    } else {
+        (None, None)
+    };
+    let creds = CredentialSource {
+        default_secret: config.default_secret.clone(),
+        default_store: default_store.clone(),
+        ref_store: ref_store.clone(),
+    };
+    let recorder = Recorder::new(
+        kube.clone(),
+        Reporter {
+            controller: "origin-region-operator".into(),
+            instance: Some(config.reporter.clone()),
+        },
+    );
+    let ctx = Arc::new(Context {
+        kube,
+        clients,
+        store: store.clone(),
+        creds: creds.clone(),
+        zones: ZoneStates::default(),
+        recorder,
+        metrics: metrics.clone(),
+        settings: config.settings.clone(),
+    });
+
+    // Every mapping event marks the zones it names: its spec zone and the zone it owns.
+    let debounce = config.debounce;
+    let q = queue.clone();
+    let mapping_task = tokio::spawn(async move {
+        let mut events = std::pin::pin!(mapping_events);
+        while let Some(ev) = events.next().await {
+            match ev {
+                Ok(WatchEvent::Apply(o) | WatchEvent::Delete(o) | WatchEvent::InitApply(o)) => {
+                    q.schedule(&o.spec.zone_id, debounce);
+                    if let Some(z) = owned_zone(&o) {
+                        q.schedule(z, debounce);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "watching mappings failed; retrying"),
+            }
+        }
+    });
+    let secret_tasks: Vec<_> = [default_events, ref_events]
+        .into_iter()
+        .flatten()
+        .map(|events| {
+            let (q, store, creds) = (queue.clone(), store.clone(), creds.clone());
+            tokio::spawn(async move {
+                let mut events = std::pin::pin!(events);
+                while let Some(ev) = events.next().await {
+                    let secret = match ev {
+                        Ok(
+                            WatchEvent::Apply(s) | WatchEvent::Delete(s) | WatchEvent::InitApply(s),
+                        ) => s,
+                        Ok(_) => continue,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "watching Secrets failed; retrying");
+                            continue;
+                        }
+                    };
+                    let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+                    for o in store.state() {
+                        if creds.uses(&o, &ns, &name) {
+                            q.schedule(&o.spec.zone_id, debounce);
+                            if let Some(z) = owned_zone(&o) {
+                                q.schedule(z, debounce);
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+
+    // Caches must be complete before planning, or a missing object would look deleted.
+    let ready = async {
+        let _ = store.wait_until_ready().await;
+        for s in [&default_store, &ref_store].into_iter().flatten() {
+            let _ = s.wait_until_ready().await;
+        }
+    };
+    let mut shutdown = std::pin::pin!(shutdown);
+    tokio::select! {
+        _ = ready => {}
+        _ = &mut shutdown => return,
+    }
+    metrics.set_ready(true);
+    tracing::info!(objects = store.state().len(), "caches synced; reconciling");
+
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..config.workers.max(1))
+        .map(|_| {
+            let (ctx, q, stop, stopping) =
+                (ctx.clone(), queue.clone(), stop.clone(), stopping.clone());
+            tokio::spawn(async move {
+                loop {
+                    let next = tokio::select! {
+                        n = q.next() => n,
+                        _ = stop.notified() => return,
+                    };
+                    if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                        return;
+                    }
+                    let (zone, refresh) = next;
+                    let outcome = reconcile_zone(&ctx, &zone, refresh).await;
+                    tracing::debug!(zone, ?outcome, "zone reconciled");
+                    for z in &outcome.wake {
+                        q.schedule(z, Duration::ZERO);
+                    }
+                    q.done(&zone, outcome.requeue_after, outcome.refresh_next);
+                }
+            })
+        })
+        .collect();
+    shutdown.await;
+    tracing::info!("shutting down: finishing zones in flight");
+    stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+    stop.notify_waiters();
+    for w in workers {
+        let _ = w.await;
+    }
+    mapping_task.abort();
+    for t in secret_tasks {
+        t.abort();
+    }
+}
+
+/// Watches Secrets into a cache, keeping only the credential keys so memory stays small.
+fn secret_stream(
+    api: Api<Secret>,
+    cfg: watcher::Config,
+    writer: reflector::store::Writer<Secret>,
+) -> impl Stream<Item = Result<WatchEvent<Secret>, watcher::Error>> + Send + 'static {
+    watcher(api, cfg)
+        .default_backoff()
+        .modify(|s: &mut Secret| {
+            s.metadata.managed_fields = None;
+            s.metadata.annotations = None;
+            s.string_data = None;
+            if let Some(d) = s.data.as_mut() {
+                d.retain(|k, _| [TOKEN_KEY, EMAIL_KEY, API_KEY_KEY].contains(&k.as_str()));
+            }
+        })
+        .reflect(writer)
+        .map_err(|e| e)
+}
+
+fn watcher<K>(
+    api: Api<K>,
+    cfg: watcher::Config,
+) -> impl Stream<Item = Result<WatchEvent<K>, watcher::Error>> + Send + 'static
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    kube::runtime::watcher(api, cfg)
+}
+
+/// The set of zones to reconcile, each with when it is due and when it next needs a full
+/// re-read; a zone is handed to one worker at a time.
+#[derive(Default)]
+pub struct ZoneQueue {
+    entries: Mutex<HashMap<String, Entry>>,
+    notify: Notify,
+}
+
+#[derive(Default, Debug)]
+struct Entry {
+    due: Option<Instant>,
+    resync_at: Option<Instant>,
+    running: bool,
+}
+
+impl ZoneQueue {
+    /// Marks a zone due after `delay` (an earlier due time wins).
+    pub fn schedule(&self, zone: &str, delay: Duration) {
+        let at = Instant::now() + delay;
+        let mut entries = self.entries.lock().expect("queue lock");
+        let e = entries.entry(zone.to_string()).or_default();
+        e.due = Some(e.due.map_or(at, |d| d.min(at)));
+        drop(entries);
+        self.notify.notify_waiters();
+    }
+
+    /// Waits for a due zone that no worker holds; returns it and whether it is a resync.
+    pub async fn next(&self) -> (String, bool) {
+        loop {
+            let wait = {
+                let mut entries = self.entries.lock().expect("queue lock");
+                let now = Instant::now();
+                let mut best: Option<(&String, Instant)> = None;
+                for (zone, e) in entries.iter() {
+                    if e.running {
+                        continue;
+                    }
+                    let when = match (e.due, e.resync_at) {
+                        (Some(a), Some(b)) => a.min(b),
+                        (a, b) => match a.or(b) {
+                            Some(t) => t,
+                            None => continue,
+                        },
+                    };
+                    if best.is_none_or(|(_, t)| when < t) {
+                        best = Some((zone, when));
+                    }
+                }
+                match best {
+                    Some((zone, when)) if when <= now => {
+                        let zone = zone.clone();
+                        let e = entries.get_mut(&zone).expect("entry just seen");
+                        let refresh = e.resync_at.is_some_and(|t| t <= now);
+                        e.running = true;
+                        e.due = None;
+                        return (zone, refresh);
+                    }
+                    Some((_, when)) => (when - now).min(Duration::from_millis(250)),
+                    None => Duration::from_millis(250),
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.notify.notified() => {}
+            }
+        }
+    }
+
+    /// Releases a zone after a reconcile: `requeue_after` of `None` forgets it (unless it was
+    /// marked again meanwhile); `resync` says the delay is until the next full re-read.
+    pub fn done(&self, zone: &str, requeue_after: Option<Duration>, resync: bool) {
+        let mut entries = self.entries.lock().expect("queue lock");
+        let Some(e) = entries.get_mut(zone) else {
+            return;
+        };
+        e.running = false;
+        match requeue_after {
+            None if e.due.is_none() => {
+                entries.remove(zone);
+            }
+            None => {}
+            Some(d) if resync => {
+                let at = Instant::now() + d;
+                if e.resync_at.is_none_or(|t| t <= Instant::now()) {
+                    e.resync_at = Some(at);
+                }
+            }
+            Some(d) => {
+                let at = Instant::now() + d;
+                e.due = Some(e.due.map_or(at, |t| t.min(at)));
+            }
+        }
+        drop(entries);
+        self.notify.notify_waiters();
+    }
+
+    /// Number of zones known to the queue.
+    pub fn len(&self) -> usize {
+        self.entries.lock().expect("queue lock").len()
+    }
+
+    /// Whether no zone is known.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Reads a mapping cache's objects of one zone (used by the `plan` subcommand too).
+pub fn objects_in_zone(
+    store: &Store<OriginCloudRegionMapping>,
+    zone: &str,
+) -> Vec<Arc<OriginCloudRegionMapping>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|o| o.spec.zone_id == zone || owned_zone(o) == Some(zone))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_zone_is_handed_out_once_until_done() {
+        let q = ZoneQueue::default();
+        q.schedule("a", Duration::ZERO);
+        q.schedule("a", Duration::from_secs(5));
+        let (z, refresh) = q.next().await;
+        assert_eq!((z.as_str(), refresh), ("a", false));
+        q.schedule("a", Duration::ZERO);
+        // "a" is running, so a second worker gets nothing until done().
+        let second = tokio::time::timeout(Duration::from_secs(1), q.next()).await;
+        assert!(second.is_err());
+        q.done("a", Some(Duration::from_secs(600)), true);
+        let (z, refresh) = q.next().await;
+        assert_eq!((z.as_str(), refresh), ("a", false));
+        q.done("a", Some(Duration::from_secs(600)), true);
+        let start = Instant::now();
+        let (z, refresh) = q.next().await;
+        assert_eq!((z.as_str(), refresh), ("a", true));
+        assert!(start.elapsed() >= Duration::from_secs(590));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_come_back_after_the_delay_and_gone_zones_are_forgotten() {
+        let q = ZoneQueue::default();
+        q.schedule("b", Duration::ZERO);
+        let _ = q.next().await;
+        q.done("b", Some(Duration::from_secs(3)), false);
+        let start = Instant::now();
+        let _ = q.next().await;
+        assert!(start.elapsed() >= Duration::from_secs(3));
+        q.done("b", None, false);
+        assert!(q.is_empty());
+    }
+}

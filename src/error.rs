@@ -1,0 +1,204 @@
+//! Why a mapping is not Ready: one enum, each variant with the reason a person reads and the
+//! action the controller takes (wait for a change, or retry with backoff).
+
+use crate::cloudflare::{self, ErrorKind};
+
+/// What the controller does about a [`Problem`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing will change until the object, its Secret or the zone changes: no retries.
+    WaitForChange,
+    /// The cause may pass by itself: retry with exponential backoff and jitter.
+    Retry,
+}
+
+/// A reason a mapping cannot be made Ready, as shown in its `Ready` condition.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    /// The origin IP is not a single valid address.
+    #[error("{0}")]
+    InvalidOriginIp(String),
+    /// Cloudflare does not offer the region for the vendor.
+    #[error("{0}")]
+    RegionNotSupported(String),
+    /// The zone already holds its maximum number of mappings.
+    #[error("zone {zone} holds the maximum number of origin mappings; delete unused mappings (of this or other tools) to make room")]
+    ZoneLimitReached {
+        /// Zone identifier.
+        zone: String,
+    },
+    /// An older object claims the same zone and IP.
+    #[error("origin IP {ip} of zone {zone} is already claimed by {winner}; only the oldest object is applied")]
+    Conflict {
+        /// Zone identifier.
+        zone: String,
+        /// Canonical IP.
+        ip: String,
+        /// namespace/name of the object that owns the IP.
+        winner: String,
+    },
+    /// The referenced Secret does not exist.
+    #[error(
+        "Secret {namespace}/{name} not found; create it with key apiToken (or email and apiKey)"
+    )]
+    CredentialsMissing {
+        /// Namespace of the Secret.
+        namespace: String,
+        /// Name of the Secret.
+        name: String,
+    },
+    /// The Secret exists but its keys are unusable.
+    #[error("Secret {namespace}/{name}: {why}")]
+    CredentialsInvalid {
+        /// Namespace of the Secret.
+        namespace: String,
+        /// Name of the Secret.
+        name: String,
+        /// What is wrong (names the key, never its value).
+        why: String,
+    },
+    /// The object references a Secret but the operator does not read per-object Secrets.
+    #[error("credentialsSecretRef {name:?} is set but the operator was installed without per-namespace Secret access (--watch-secret-refs / helm value credentials.perNamespaceSecrets)")]
+    SecretRefsDisabled {
+        /// Name of the referenced Secret.
+        name: String,
+    },
+    /// No Secret is referenced and the operator has no default credentials.
+    #[error(
+        "no credentialsSecretRef and the operator was started without --default-credentials-secret"
+    )]
+    NoCredentials,
+    /// Cloudflare refused the credentials.
+    #[error("Cloudflare refused the credentials: {0}; check the token's permissions (Zone > Cache Settings: Edit) and zone")]
+    Unauthorized(String),
+    /// Cloudflare rejected the request for another reason no retry can fix.
+    #[error("Cloudflare rejected the mapping: {0}")]
+    Rejected(String),
+    /// Deleting the remote mapping failed and will not succeed by itself.
+    #[error("cannot delete remote mapping {ip} in zone {zone}: {why}; fix the cause, or annotate originregions.io/force-orphan=\"true\" to release the object and leave the remote mapping")]
+    DeletionBlocked {
+        /// Zone identifier.
+        zone: String,
+        /// Canonical IP.
+        ip: String,
+        /// The error.
+        why: String,
+    },
+    /// Cloudflare is unavailable or rate limiting; the operator is retrying.
+    #[error("Cloudflare API unavailable, retrying: {0}")]
+    CloudflareUnavailable(String),
+    /// The object moved to another zone or IP; the old remote entry is released first.
+    #[error(
+        "releasing the previous remote mapping {ip} in zone {zone} before applying the new one"
+    )]
+    Moving {
+        /// Previous zone.
+        zone: String,
+        /// Previous IP.
+        ip: String,
+    },
+}
+
+impl Problem {
+    /// The `Ready` condition's reason: CamelCase, stable, something a person can search for.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Problem::InvalidOriginIp(_) => "InvalidOriginIP",
+            Problem::RegionNotSupported(_) => "RegionNotSupported",
+            Problem::ZoneLimitReached { .. } => "ZoneLimitReached",
+            Problem::Conflict { .. } => "Conflict",
+            Problem::CredentialsMissing { .. } => "CredentialsMissing",
+            Problem::CredentialsInvalid { .. } => "CredentialsInvalid",
+            Problem::NoCredentials => "NoCredentials",
+            Problem::SecretRefsDisabled { .. } => "SecretRefsDisabled",
+            Problem::Unauthorized(_) => "CloudflareAuthFailed",
+            Problem::Rejected(_) => "CloudflareRejected",
+            Problem::DeletionBlocked { .. } => "DeletionBlocked",
+            Problem::CloudflareUnavailable(_) => "CloudflareUnavailable",
+            Problem::Moving { .. } => "Moving",
+        }
+    }
+
+    /// Whether the controller retries on its own or waits for a change.
+    pub fn action(&self) -> Action {
+        match self {
+            Problem::CloudflareUnavailable(_) | Problem::Moving { .. } => Action::Retry,
+            _ => Action::WaitForChange,
+        }
+    }
+
+    /// Maps a Cloudflare error kind (of a call or a batch item) about one mapping to a problem.
+    pub fn from_kind(kind: ErrorKind, zone: &str, message: String) -> Problem {
+        match kind {
+            ErrorKind::InvalidIp => Problem::InvalidOriginIp(message),
+            ErrorKind::ZoneLimit => Problem::ZoneLimitReached {
+                zone: zone.to_string(),
+            },
+            ErrorKind::UnsupportedRegion => Problem::RegionNotSupported(message),
+            ErrorKind::Unauthorized => Problem::Unauthorized(message),
+            k if k.is_transient() => Problem::CloudflareUnavailable(message),
+            _ => Problem::Rejected(message),
+        }
+    }
+
+    /// Maps a whole-call client error to a problem.
+    pub fn from_error(err: &cloudflare::Error) -> Problem {
+        Problem::from_kind(err.kind(), err.zone(), err.to_string())
+    }
+
+    /// The problem of a region the catalog does not list for the vendor.
+    pub fn region_not_supported(vendor: &str, region: &str, supported: &[String]) -> Problem {
+        Problem::RegionNotSupported(format!(
+            "region {region:?} is not offered for vendor {vendor}; supported: {}",
+            supported.join(", ")
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_kinds_retry_and_terminal_kinds_wait() {
+        for kind in [
+            ErrorKind::RateLimited,
+            ErrorKind::Server,
+            ErrorKind::Internal,
+            ErrorKind::Transport,
+        ] {
+            assert_eq!(
+                Problem::from_kind(kind, "z", "m".into()).action(),
+                Action::Retry,
+                "{kind:?}"
+            );
+        }
+        for kind in [
+            ErrorKind::InvalidIp,
+            ErrorKind::ZoneLimit,
+            ErrorKind::Unauthorized,
+            ErrorKind::UnsupportedRegion,
+            ErrorKind::BadRequest,
+        ] {
+            assert_eq!(
+                Problem::from_kind(kind, "z", "m".into()).action(),
+                Action::WaitForChange,
+                "{kind:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn reasons_are_actionable() {
+        let p = Problem::region_not_supported(
+            "gcp",
+            "us-central9",
+            &["us-central1".to_string(), "us-east1".to_string()],
+        );
+        assert_eq!(p.reason(), "RegionNotSupported");
+        assert_eq!(
+            p.to_string(),
+            "region \"us-central9\" is not offered for vendor gcp; supported: us-central1, us-east1"
+        );
+    }
+}

@@ -1,0 +1,96 @@
+//! The `origin-region-operator` binary: `run`, `crd` and `plan`.
+
+use std::sync::Arc;
+
+use clap::Parser;
+use origin_region_operator::cli::{Cli, Command, RunArgs};
+use origin_region_operator::controller::{self, Config};
+use origin_region_operator::metrics::Metrics;
+use origin_region_operator::reconciler::Settings;
+use origin_region_operator::{crd, leader, plan, telemetry};
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Crd => {
+            print!("{}", crd::crd_yaml());
+            Ok(())
+        }
+        Command::Plan(args) => {
+            telemetry::init(telemetry::LogFormat::Text);
+            plan::run(args).await
+        }
+        Command::Run(args) => {
+            telemetry::init(args.log_format);
+            run(args).await
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: RunArgs) -> Result<(), String> {
+    let kube = args.kube.client().await?;
+    let metrics = Arc::new(Metrics::new());
+    let clients = args.cloudflare.clients(Some(metrics.clone()));
+    let addr = args.metrics_addr;
+    let m = metrics.clone();
+    tokio::spawn(async move {
+        if let Err(e) = origin_region_operator::metrics::serve(addr, m).await {
+            tracing::error!(%addr, error = %e, "metrics server failed");
+            std::process::exit(1);
+        }
+    });
+    let identity = args
+        .identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("origin-region-operator-{}", std::process::id()));
+    let config = Config {
+        namespace: args.kube.namespace.clone(),
+        default_secret: args.cloudflare.default_credentials_secret.clone(),
+        watch_secret_refs: args.cloudflare.watch_secret_refs,
+        workers: args.workers,
+        debounce: args.debounce,
+        settings: Settings {
+            resync: args.resync_interval,
+            ..Settings::default()
+        },
+        reporter: identity.clone(),
+    };
+    if !args.leader_election {
+        metrics.leader.set(1);
+        controller::run(kube, clients, metrics, config, shutdown_signal()).await;
+        return Ok(());
+    }
+    let namespace = args
+        .lease_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .ok_or("--leader-election needs --lease-namespace or POD_NAMESPACE")?;
+    let election = leader::Election {
+        client: kube.clone(),
+        namespace,
+        name: args.lease_name.clone(),
+        identity,
+        duration: args.lease_duration,
+    };
+    let m = metrics.clone();
+    leader::run_as_leader(election, metrics, shutdown_signal(), move |stop| {
+        controller::run(kube, clients, m, config, stop)
+    })
+    .await
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

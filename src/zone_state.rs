@@ -1,0 +1,155 @@
+//! What the operator remembers between reconciles of a zone: the remote snapshot (so steady
+//! state makes no list calls), the supported-regions catalog, the retry backoff, and the
+//! terminal errors that must not be retried until something changes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::error::Problem;
+use crate::wire::{Mapping, SupportedRegions};
+
+/// Remembered state of one zone.
+#[derive(Debug, Default, Clone)]
+pub struct ZoneState {
+    /// Remote mappings by canonical IP, as last listed and then updated by our own writes.
+    pub remote: Option<BTreeMap<String, Mapping>>,
+    /// When `remote` was last listed from Cloudflare.
+    pub listed_at: Option<Instant>,
+    /// Supported regions of the zone, when they could be read.
+    pub catalog: Option<SupportedRegions>,
+    /// When the catalog was last fetched (also after a failed fetch, to avoid hammering).
+    pub catalog_at: Option<Instant>,
+    /// Consecutive reconciles that ended in a transient error.
+    pub failures: u32,
+}
+
+/// A terminal error remembered for one object until its generation or credentials change.
+#[derive(Debug, Clone)]
+pub struct TerminalMark {
+    /// Generation the error was seen at.
+    pub generation: i64,
+    /// Credential fingerprint the error was seen with.
+    pub fingerprint: u64,
+    /// The error.
+    pub problem: Problem,
+}
+
+/// All zones' state, and the terminal marks by object UID.
+#[derive(Default)]
+pub struct ZoneStates {
+    zones: Mutex<HashMap<String, ZoneState>>,
+    terminal: Mutex<HashMap<String, TerminalMark>>,
+}
+
+impl ZoneStates {
+    /// A copy of a zone's state (default when unknown).
+    pub fn get(&self, zone: &str) -> ZoneState {
+        self.zones
+            .lock()
+            .expect("zone state lock")
+            .get(zone)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Replaces a zone's state.
+    pub fn put(&self, zone: &str, state: ZoneState) {
+        self.zones
+            .lock()
+            .expect("zone state lock")
+            .insert(zone.to_string(), state);
+    }
+
+    /// Applies a change to a zone's cached remote snapshot, when one is cached.
+    pub fn update_remote(&self, zone: &str, f: impl FnOnce(&mut BTreeMap<String, Mapping>)) {
+        if let Some(remote) = self
+            .zones
+            .lock()
+            .expect("zone state lock")
+            .get_mut(zone)
+            .and_then(|z| z.remote.as_mut())
+        {
+            f(remote)
+        }
+    }
+
+    /// Forgets a zone's snapshot so the next reconcile lists it again.
+    pub fn invalidate(&self, zone: &str) {
+        if let Some(z) = self.zones.lock().expect("zone state lock").get_mut(zone) {
+            z.remote = None;
+        }
+    }
+
+    /// The remembered terminal problem of an object, if still current.
+    pub fn terminal(&self, uid: &str, generation: i64, fingerprint: u64) -> Option<Problem> {
+        let marks = self.terminal.lock().expect("terminal lock");
+        marks
+            .get(uid)
+            .filter(|m| m.generation == generation && m.fingerprint == fingerprint)
+            .map(|m| m.problem.clone())
+    }
+
+    /// Remembers a terminal problem of an object.
+    pub fn mark_terminal(&self, uid: &str, mark: TerminalMark) {
+        self.terminal
+            .lock()
+            .expect("terminal lock")
+            .insert(uid.to_string(), mark);
+    }
+
+    /// Forgets terminal problems of the given objects (a resync gives them one more try).
+    pub fn clear_terminal(&self, uids: &[String]) {
+        let mut marks = self.terminal.lock().expect("terminal lock");
+        for uid in uids {
+            marks.remove(uid);
+        }
+    }
+
+    /// Number of zones with state, for metrics.
+    pub fn zone_count(&self) -> usize {
+        self.zones.lock().expect("zone state lock").len()
+    }
+}
+
+/// Backoff before retrying a zone after `failures` transient errors in a row: exponential from
+/// 1 s to 5 min with full jitter in the upper half, and never shorter than `retry_after`.
+pub fn backoff(failures: u32, retry_after: Option<Duration>) -> Duration {
+    let base = Duration::from_secs(1).saturating_mul(1u32 << failures.min(9).saturating_sub(1));
+    let capped = base.min(Duration::from_secs(300));
+    let jitter = rand::random::<f64>() * 0.5 + 0.5;
+    capped.mul_f64(jitter).max(retry_after.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_honours_retry_after() {
+        assert!(backoff(1, None) <= Duration::from_secs(1));
+        assert!(backoff(1, None) >= Duration::from_millis(500));
+        assert!(backoff(5, None) >= Duration::from_secs(8));
+        assert!(backoff(30, None) <= Duration::from_secs(300));
+        assert!(backoff(1, Some(Duration::from_secs(7))) >= Duration::from_secs(7));
+    }
+
+    #[test]
+    fn terminal_marks_expire_with_generation_or_credentials() {
+        let s = ZoneStates::default();
+        let p = Problem::NoCredentials;
+        s.mark_terminal(
+            "u",
+            TerminalMark {
+                generation: 2,
+                fingerprint: 9,
+                problem: p.clone(),
+            },
+        );
+        assert_eq!(s.terminal("u", 2, 9), Some(p));
+        assert_eq!(s.terminal("u", 3, 9), None);
+        assert_eq!(s.terminal("u", 2, 8), None);
+        s.clear_terminal(&["u".into()]);
+        assert_eq!(s.terminal("u", 2, 9), None);
+    }
+}
