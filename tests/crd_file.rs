@@ -10,7 +10,10 @@ fn committed_crd_matches_the_generated_one() {
         .expect("running the operator binary");
     assert!(out.status.success());
     let generated = String::from_utf8(out.stdout).unwrap();
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/originregions.io_origincloudregionmappings.yaml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crds/originregions.io_origincloudregionmappings.yaml"
+    );
     let committed = std::fs::read_to_string(path).expect("crds/ file exists");
     assert!(
         committed == generated,
@@ -21,6 +24,9 @@ fn committed_crd_matches_the_generated_one() {
         "/deploy/helm/origin-region-operator/crds/originregions.io_origincloudregionmappings.yaml"
     );
     if let Ok(chart_copy) = std::fs::read_to_string(chart) {
-        assert!(chart_copy == generated, "the chart's crds/ copy is stale: copy crds/ into it");
+        assert!(
+            chart_copy == generated,
+            "the chart's crds/ copy is stale: copy crds/ into it"
+        );
     }
 }

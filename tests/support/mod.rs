@@ -1,0 +1,5 @@
+//! Helpers shared by integration tests.
+
+pub mod e2e;
+pub mod operator;
+pub mod sim;
