@@ -113,7 +113,12 @@ impl Env {
     }
 
     /// The operator (panics when none was started).
-    pub fn op(&mut self) -> &mut Operator {
+    pub fn op(&self) -> &Operator {
+        self.op.as_ref().expect("operator started")
+    }
+
+    /// The operator, mutably (to kill or restart it).
+    pub fn op_mut(&mut self) -> &mut Operator {
         self.op.as_mut().expect("operator started")
     }
 

@@ -1,0 +1,251 @@
+//! What an SRE relies on around the controller: metrics after a known workload, health
+//! endpoints, leader election between replicas, and a clean SIGTERM that releases the Lease.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use support::e2e::Env;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_describe_a_known_workload() {
+    let env = Env::new(&[], &[]).await;
+    for i in 0..3 {
+        env.create(&env.mapping(
+            &format!("m{i}"),
+            &format!("198.51.100.{i}"),
+            "aws",
+            "us-east-1",
+        ))
+        .await;
+    }
+    env.create(&env.mapping("bad", "198.51.100.9", "aws", "mars-north-1"))
+        .await;
+    for i in 0..3 {
+        env.wait_ready(&format!("m{i}")).await;
+    }
+    env.wait_reason("bad", "RegionNotSupported").await;
+    let zone = env.zone.clone();
+    let op = env.op();
+    // Gauges are set at the end of a zone reconcile, after the status writes.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while op
+        .metric_sum(
+            "origin_region_operator_mappings",
+            &[&zone, "ready=\"true\""],
+        )
+        .await
+        != 3.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "mappings gauge never reached 3:\n{}",
+            op.metrics().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        op.metric_sum(
+            "origin_region_operator_mappings",
+            &[&zone, "ready=\"false\""]
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        op.metric_sum(
+            "origin_region_operator_kube_writes_total",
+            &["kind=\"finalizer\""]
+        )
+        .await,
+        4.0
+    );
+    assert_eq!(
+        op.metric_sum(
+            "origin_region_operator_kube_writes_total",
+            &["kind=\"status\""]
+        )
+        .await,
+        4.0
+    );
+    let cf_writes = op
+        .metric_sum(
+            "origin_region_operator_cloudflare_requests_total",
+            &["operation=\"batch_put\"", "status=\"200\""],
+        )
+        .await
+        + op.metric_sum(
+            "origin_region_operator_cloudflare_requests_total",
+            &["operation=\"put\"", "status=\"200\""],
+        )
+        .await;
+    let sim_writes = env.sim.op_total("batch_put").await + env.sim.op_total("put").await;
+    assert_eq!(
+        cf_writes, sim_writes as f64,
+        "operator and simulator agree on writes"
+    );
+    let op = env.op();
+    let lists = op
+        .metric_sum(
+            "origin_region_operator_cloudflare_requests_total",
+            &["operation=\"list\""],
+        )
+        .await;
+    assert_eq!(lists, env.sim.op_total("list").await as f64);
+    assert!(
+        op.metric_sum(
+            "origin_region_operator_cloudflare_request_duration_seconds_count",
+            &["operation=\"list\""]
+        )
+        .await
+            >= 1.0
+    );
+    assert!(
+        op.metric_sum(
+            "origin_region_operator_zone_reconciles_total",
+            &["result=\"ok\""]
+        )
+        .await
+            >= 1.0
+    );
+    assert_eq!(
+        op.metric_sum("origin_region_operator_leader", &[]).await,
+        1.0
+    );
+    let base = format!("http://{}", op.metrics_addr);
+    assert_eq!(
+        reqwest::get(format!("{base}/healthz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        reqwest::get(format!("{base}/readyz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let text = op.metrics().await;
+    assert!(!text.contains("dev-token"), "credential in metrics");
+}
+
+async fn lease_holder(env: &Env, name: &str) -> Option<String> {
+    let api: Api<Lease> = Api::namespaced(env.client.clone(), &env.ns);
+    api.get_opt(name)
+        .await
+        .ok()
+        .flatten()?
+        .spec?
+        .holder_identity
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_writes_and_sigterm_hands_over_cleanly() {
+    let mut env = Env::without_operator(&[]).await;
+    let election = |id: &str| {
+        vec![
+            "--leader-election".to_string(),
+            "--lease-namespace".into(),
+            env.ns.clone(),
+            "--lease-duration".into(),
+            "6s".into(),
+            "--identity".into(),
+            id.to_string(),
+        ]
+    };
+    let mut a_args = env.base_args();
+    a_args.extend(election("replica-a"));
+    let mut b_args = env.base_args();
+    b_args.extend(election("replica-b"));
+    let mut a = support::operator::Operator::start(env.cp.kubeconfig_path(), &a_args);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lease_holder(&env, "origin-region-operator")
+        .await
+        .as_deref()
+        != Some("replica-a")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "replica-a never led:\n{}",
+            a.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let b = support::operator::Operator::start(env.cp.kubeconfig_path(), &b_args);
+    for i in 0..5 {
+        env.create(&env.mapping(
+            &format!("m{i}"),
+            &format!("198.51.100.{}", 20 + i),
+            "aws",
+            "us-east-1",
+        ))
+        .await;
+    }
+    for i in 0..5 {
+        env.wait_ready(&format!("m{i}")).await;
+    }
+    // The standby is healthy and ready, but made no Cloudflare call and no Kubernetes write.
+    let readyz = reqwest::get(format!("http://{}/readyz", b.metrics_addr))
+        .await
+        .unwrap();
+    assert_eq!(readyz.status(), 200);
+    assert_eq!(
+        b.metric_sum("origin_region_operator_leader", &[]).await,
+        0.0
+    );
+    assert_eq!(
+        b.metric_sum("origin_region_operator_cloudflare_requests_total", &[])
+            .await,
+        0.0
+    );
+    assert_eq!(
+        b.metric_sum("origin_region_operator_kube_writes_total", &[])
+            .await,
+        0.0
+    );
+    assert_eq!(
+        a.metric_sum("origin_region_operator_leader", &[]).await,
+        1.0
+    );
+
+    // SIGTERM: the leader finishes, releases the Lease and exits 0; the standby takes over
+    // well before the lease would have expired.
+    let stopped = Instant::now();
+    let status = a
+        .terminate(Duration::from_secs(20))
+        .expect("leader exits on SIGTERM");
+    assert!(status.success(), "exit status {status:?}:\n{}", a.log());
+    while lease_holder(&env, "origin-region-operator")
+        .await
+        .as_deref()
+        != Some("replica-b")
+    {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(20),
+            "replica-b never took over:\n{}",
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("handover after SIGTERM took {:?}", stopped.elapsed());
+    // The new leader keeps things converged: a change made now is applied by replica-b.
+    env.patch_spec("m0", serde_json::json!({"region": "us-west-2"}))
+        .await;
+    env.wait_remote(&env.zone, "updated by the new leader", |r| {
+        r.get("198.51.100.20")
+            .is_some_and(|(_, region)| region == "us-west-2")
+    })
+    .await;
+    assert!(
+        b.metric_sum("origin_region_operator_cloudflare_requests_total", &[])
+            .await
+            >= 1.0
+    );
+    a.assert_no_panic();
+    b.assert_no_panic();
+    env.op = Some(b);
+}
