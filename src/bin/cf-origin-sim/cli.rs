@@ -10,7 +10,11 @@ use clap::Parser;
 /// A local, stateful Cloudflare Origin Cloud Regions API for tests, demos and benchmarks.
 // No `Debug` derive: the struct holds credentials and must never end up in a log line.
 #[derive(Parser, Clone)]
-#[command(name = "cf-origin-sim", version, about)]
+#[command(
+    name = "cf-origin-sim",
+    version,
+    about = "A local, stateful Cloudflare Origin Cloud Regions API for tests, demos and benchmarks"
+)]
 pub struct Args {
     /// Address to listen on; port 0 picks a free port (the chosen one is printed).
     #[arg(long, default_value = "127.0.0.1:8787", env = "CF_SIM_LISTEN")]
