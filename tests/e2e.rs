@@ -367,3 +367,69 @@ async fn one_hundred_fifty_objects_converge_with_batch_calls() {
         .await;
     assert_eq!(writes_before, writes_after, "kube writes in steady state");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_prints_the_changes_and_writes_nothing() {
+    let env = Env::without_operator(&[]).await;
+    env.sim
+        .seed_zone(
+            &env.zone,
+            &[origin_region_operator::wire::MappingInput {
+                origin_ip: "192.0.2.150".into(),
+                vendor: "aws".into(),
+                region: "eu-west-1".into(),
+            }],
+        )
+        .await;
+    env.create(&env.mapping("new", "192.0.2.151", "aws", "us-east-1"))
+        .await;
+    env.create(&env.mapping("changed", "192.0.2.150", "aws", "us-east-1"))
+        .await;
+    env.create(&env.mapping("bad", "192.0.2.152", "oci", "moon-1"))
+        .await;
+    let mut args: Vec<String> = vec![
+        "plan".into(),
+        "--kubeconfig".into(),
+        env.cp.kubeconfig_path().display().to_string(),
+    ];
+    args.extend(
+        env.base_args()
+            .into_iter()
+            .filter(|a| a != "--debounce" && a != "100ms"),
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_origin-region-operator"))
+        .args(&args)
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("run plan");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "plan failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(&format!("zone {}", env.zone)), "{stdout}");
+    let line = |needle: &str| {
+        stdout
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("192.0.2.151").contains("create"), "{stdout}");
+    assert!(line("192.0.2.150").contains("adopt-update"), "{stdout}");
+    assert!(
+        line("192.0.2.152").contains("RegionNotSupported"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("2 write(s) planned"), "{stdout}");
+    let writes = env.sim.op_total("put").await + env.sim.op_total("batch_put").await;
+    assert_eq!(writes, 0, "plan must not write");
+    for name in ["new", "changed", "bad"] {
+        let o = env.api().get(name).await.unwrap();
+        assert!(
+            o.status.is_none() && o.metadata.finalizers.is_none(),
+            "plan touched {name}"
+        );
+    }
+}
