@@ -19,14 +19,14 @@ fn committed_crd_matches_the_generated_one() {
         committed == generated,
         "crds/ is stale: run `cargo run -q -- crd > {path}`"
     );
-    let chart = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/helm/origin-region-operator/crds/originregions.io_origincloudregionmappings.yaml"
-    );
-    if let Ok(chart_copy) = std::fs::read_to_string(chart) {
-        assert!(
-            chart_copy == generated,
-            "the chart's crds/ copy is stale: copy crds/ into it"
-        );
+    // The chart and the plain manifests carry copies (Helm and kustomize cannot reach
+    // outside their directories); they must never drift from the generated CRD.
+    for copy in [
+        "/deploy/helm/origin-region-operator/crds/originregions.io_origincloudregionmappings.yaml",
+        "/deploy/manifests/crd.yaml",
+    ] {
+        let path = format!("{}{copy}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(text == generated, "{path} is stale: copy crds/ into it");
     }
 }
