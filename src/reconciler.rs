@@ -401,6 +401,21 @@ pub async fn reconcile_zone(ctx: &Context, zone: &str, refresh: bool) -> ZoneOut
     }
 }
 
+/// One remote write planned for an object.
+enum Write {
+    Delete(String),
+    Upsert(MappingInput),
+}
+
+impl Write {
+    fn ip(&self) -> &str {
+        match self {
+            Write::Delete(ip) => ip,
+            Write::Upsert(m) => &m.origin_ip,
+        }
+    }
+}
+
 /// Deletes released entries in batches; returns each object's release result.
 async fn run_deletes(
     ctx: &Context,
@@ -409,91 +424,11 @@ async fn run_deletes(
     client_of: &impl Fn(&str) -> Option<(u64, Client)>,
     retry_after: &mut Option<Duration>,
 ) -> HashMap<String, ReleaseResult> {
-    let mut results = HashMap::new();
-    let mut groups: BTreeMap<u64, (Client, Vec<(String, String)>)> = BTreeMap::new();
-    for (key, ip) in plan.deletes() {
-        match client_of(key) {
-            Some((fp, client)) => groups
-                .entry(fp)
-                .or_insert((client, vec![]))
-                .1
-                .push((key.to_string(), ip.to_string())),
-            None => {
-                results.insert(key.to_string(), Err(Problem::NoCredentials));
-            }
-        }
-    }
-    for (_, (client, items)) in groups {
-        for chunk in items.chunks(MAX_BATCH) {
-            let outcome: Vec<(String, String, ReleaseResult)> = if chunk.len() == 1 {
-                let (key, ip) = &chunk[0];
-                let r = match client.delete(zone, ip).await {
-                    Ok(()) => Ok(()),
-                    Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-                    Err(e) => {
-                        *retry_after = retry_after.or(e.retry_after());
-                        Err(Problem::from_error(&e))
-                    }
-                };
-                vec![(key.clone(), ip.clone(), r)]
-            } else {
-                let ips: Vec<String> = chunk.iter().map(|(_, ip)| ip.clone()).collect();
-                match client.batch_delete(zone, &ips).await {
-                    Ok(res) => {
-                        let ok: HashSet<&str> =
-                            res.succeeded.iter().map(|i| i.origin_ip.as_str()).collect();
-                        let failed: HashMap<&str, &str> = res
-                            .failed
-                            .iter()
-                            .map(|i| (i.origin_ip.as_str(), i.error.as_deref().unwrap_or("")))
-                            .collect();
-                        chunk
-                            .iter()
-                            .map(|(key, ip)| {
-                                let r = if ok.contains(ip.as_str()) {
-                                    Ok(())
-                                } else if let Some(msg) = failed.get(ip.as_str()) {
-                                    match classify_item_error(msg) {
-                                        ErrorKind::NotFound => Ok(()),
-                                        kind => Err(Problem::from_kind(
-                                            kind,
-                                            zone,
-                                            format!("delete {ip}: {msg}"),
-                                        )),
-                                    }
-                                } else {
-                                    Err(Problem::CloudflareUnavailable(format!(
-                                        "batch delete did not report {ip}"
-                                    )))
-                                };
-                                (key.clone(), ip.clone(), r)
-                            })
-                            .collect()
-                    }
-                    Err(e) => {
-                        *retry_after = retry_after.or(e.retry_after());
-                        let p = Problem::from_error(&e);
-                        chunk
-                            .iter()
-                            .map(|(k, ip)| (k.clone(), ip.clone(), Err(p.clone())))
-                            .collect()
-                    }
-                }
-            };
-            for (key, ip, r) in outcome {
-                match &r {
-                    Ok(()) => ctx.zones.update_remote(zone, |m| {
-                        m.remove(&ip);
-                    }),
-                    // The outcome of a failed call is unknown: read the zone again next time.
-                    Err(p) if p.action() == Action::Retry => ctx.zones.invalidate(zone),
-                    Err(_) => {}
-                }
-                results.insert(key, r);
-            }
-        }
-    }
-    results
+    let writes = plan
+        .deletes()
+        .map(|(key, ip)| (key.to_string(), Write::Delete(ip.to_string())))
+        .collect();
+    run_writes(ctx, zone, writes, client_of, retry_after).await
 }
 
 /// Writes upserts in batches, skipping objects whose release failed.
@@ -505,77 +440,46 @@ async fn run_upserts(
     client_of: &impl Fn(&str) -> Option<(u64, Client)>,
     retry_after: &mut Option<Duration>,
 ) -> HashMap<String, Result<(), Problem>> {
+    let writes = plan
+        .upserts()
+        .filter(|(key, _, _)| !matches!(releases.get(*key), Some(Err(_))))
+        .map(|(key, input, _)| (key.to_string(), Write::Upsert(input.clone())))
+        .collect();
+    run_writes(ctx, zone, writes, client_of, retry_after).await
+}
+
+/// Makes writes of one kind, grouped by credential and in batches of at most 100 (a single
+/// call for a lone item), keeps the zone's snapshot in step, and returns each object's result.
+async fn run_writes(
+    ctx: &Context,
+    zone: &str,
+    writes: Vec<(String, Write)>,
+    client_of: &impl Fn(&str) -> Option<(u64, Client)>,
+    retry_after: &mut Option<Duration>,
+) -> HashMap<String, Result<(), Problem>> {
     let mut results = HashMap::new();
-    let mut groups: BTreeMap<u64, (Client, Vec<(String, MappingInput)>)> = BTreeMap::new();
-    for (key, input, _) in plan.upserts() {
-        if matches!(releases.get(key), Some(Err(_))) {
-            continue;
-        }
-        match client_of(key) {
+    let mut groups: BTreeMap<u64, (Client, Vec<(String, Write)>)> = BTreeMap::new();
+    for (key, write) in writes {
+        match client_of(&key) {
             Some((fp, client)) => groups
                 .entry(fp)
                 .or_insert((client, vec![]))
                 .1
-                .push((key.to_string(), input.clone())),
+                .push((key, write)),
             None => {
-                results.insert(key.to_string(), Err(Problem::NoCredentials));
+                results.insert(key, Err(Problem::NoCredentials));
             }
         }
     }
     for (_, (client, items)) in groups {
         for chunk in items.chunks(MAX_BATCH) {
-            let outcome: Vec<(String, MappingInput, Result<(), Problem>)> = if chunk.len() == 1 {
-                let (key, input) = &chunk[0];
-                let r = client.put(zone, input).await.map(|_| ()).map_err(|e| {
-                    *retry_after = retry_after.or(e.retry_after());
-                    Problem::from_error(&e)
-                });
-                vec![(key.clone(), input.clone(), r)]
-            } else {
-                let inputs: Vec<MappingInput> = chunk.iter().map(|(_, i)| i.clone()).collect();
-                match client.batch_put(zone, &inputs).await {
-                    Ok(res) => {
-                        let ok: HashSet<&str> =
-                            res.succeeded.iter().map(|i| i.origin_ip.as_str()).collect();
-                        let failed: HashMap<&str, &str> = res
-                            .failed
-                            .iter()
-                            .map(|i| (i.origin_ip.as_str(), i.error.as_deref().unwrap_or("")))
-                            .collect();
-                        chunk
-                            .iter()
-                            .map(|(key, input)| {
-                                let ip = input.origin_ip.as_str();
-                                let r = if ok.contains(ip) {
-                                    Ok(())
-                                } else if let Some(msg) = failed.get(ip) {
-                                    Err(Problem::from_kind(
-                                        classify_item_error(msg),
-                                        zone,
-                                        format!("{ip}: {msg}"),
-                                    ))
-                                } else {
-                                    Err(Problem::CloudflareUnavailable(format!(
-                                        "batch put did not report {ip}"
-                                    )))
-                                };
-                                (key.clone(), input.clone(), r)
-                            })
-                            .collect()
-                    }
-                    Err(e) => {
-                        *retry_after = retry_after.or(e.retry_after());
-                        let p = Problem::from_error(&e);
-                        chunk
-                            .iter()
-                            .map(|(k, i)| (k.clone(), i.clone(), Err(p.clone())))
-                            .collect()
-                    }
-                }
-            };
-            for (key, input, r) in outcome {
-                match &r {
-                    Ok(()) => ctx.zones.update_remote(zone, |m| {
+            let outcomes = call_chunk(&client, zone, chunk, retry_after).await;
+            for ((key, write), r) in chunk.iter().zip(outcomes) {
+                match (&r, write) {
+                    (Ok(()), Write::Delete(ip)) => ctx.zones.update_remote(zone, |m| {
+                        m.remove(ip);
+                    }),
+                    (Ok(()), Write::Upsert(input)) => ctx.zones.update_remote(zone, |m| {
                         m.insert(
                             input.origin_ip.clone(),
                             Mapping {
@@ -586,14 +490,90 @@ async fn run_upserts(
                             },
                         );
                     }),
-                    Err(p) if p.action() == Action::Retry => ctx.zones.invalidate(zone),
-                    Err(_) => {}
+                    // The outcome of a failed call is unknown: read the zone again next time.
+                    (Err(p), _) if p.action() == Action::Retry => ctx.zones.invalidate(zone),
+                    (Err(_), _) => {}
                 }
-                results.insert(key, r);
+                results.insert(key.clone(), r);
             }
         }
     }
     results
+}
+
+/// Sends one chunk (all deletes or all upserts) and returns a result per item, in order.
+/// A delete of an entry that is already gone counts as done.
+async fn call_chunk(
+    client: &Client,
+    zone: &str,
+    chunk: &[(String, Write)],
+    retry_after: &mut Option<Duration>,
+) -> Vec<Result<(), Problem>> {
+    let is_delete = matches!(chunk[0].1, Write::Delete(_));
+    let mut whole_call_failed = |e: crate::cloudflare::Error| {
+        *retry_after = retry_after.or(e.retry_after());
+        Problem::from_error(&e)
+    };
+    let batch = match (chunk, is_delete) {
+        ([(_, Write::Delete(ip))], _) => {
+            return vec![match client.delete(zone, ip).await {
+                Err(e) if e.kind() != ErrorKind::NotFound => Err(whole_call_failed(e)),
+                _ => Ok(()),
+            }];
+        }
+        ([(_, Write::Upsert(input))], _) => {
+            return vec![client
+                .put(zone, input)
+                .await
+                .map(|_| ())
+                .map_err(whole_call_failed)];
+        }
+        (_, true) => {
+            let ips: Vec<String> = chunk.iter().map(|(_, w)| w.ip().to_string()).collect();
+            client.batch_delete(zone, &ips).await
+        }
+        (_, false) => {
+            let inputs: Vec<MappingInput> = chunk
+                .iter()
+                .filter_map(|(_, w)| match w {
+                    Write::Upsert(m) => Some(m.clone()),
+                    Write::Delete(_) => None,
+                })
+                .collect();
+            client.batch_put(zone, &inputs).await
+        }
+    };
+    let res = match batch {
+        Ok(res) => res,
+        Err(e) => {
+            let p = whole_call_failed(e);
+            return chunk.iter().map(|_| Err(p.clone())).collect();
+        }
+    };
+    let ok: HashSet<&str> = res.succeeded.iter().map(|i| i.origin_ip.as_str()).collect();
+    let failed: HashMap<&str, &str> = res
+        .failed
+        .iter()
+        .map(|i| (i.origin_ip.as_str(), i.error.as_deref().unwrap_or("")))
+        .collect();
+    chunk
+        .iter()
+        .map(|(_, w)| {
+            let ip = w.ip();
+            if ok.contains(ip) {
+                return Ok(());
+            }
+            let Some(msg) = failed.get(ip) else {
+                return Err(Problem::CloudflareUnavailable(format!(
+                    "the batch response did not report {ip}"
+                )));
+            };
+            match classify_item_error(msg) {
+                ErrorKind::NotFound if is_delete => Ok(()),
+                kind => Err(Problem::from_kind(kind, zone, format!("{ip}: {msg}"))),
+            }
+        })
+        .collect()
 }
 
 /// Reports a zone-wide transient failure on objects that are not Ready yet, and backs off.

@@ -1,0 +1,208 @@
+//! The install path, proven on the real kube-apiserver: the rendered chart and the plain
+//! manifests pass server-side dry-run, and the controller runs as the chart's ServiceAccount
+//! with only the chart's RBAC and passes the core scenario. A permission the chart does not
+//! grant is refused.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::ListParams;
+use kube::Api;
+use serde_json::json;
+use support::e2e::{install_crd, Env};
+use support::operator::Operator;
+use tokio::io::AsyncWriteExt;
+
+const CHART: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/deploy/helm/origin-region-operator"
+);
+
+fn helm() -> std::path::PathBuf {
+    testbed::bins::helm().expect("helm is built by hack/build-kube-bins")
+}
+
+/// `helm template` of the chart into namespace `ns` with extra `--set`/`-f` arguments.
+async fn render(ns: &str, extra: &[&str]) -> String {
+    let out = tokio::process::Command::new(helm())
+        .args(["template", "origin-region-operator", CHART, "-n", ns])
+        .args(extra)
+        .output()
+        .await
+        .expect("run helm");
+    assert!(
+        out.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs kubectl (the built one, admin kubeconfig) with YAML on stdin.
+async fn kubectl_stdin(env: &Env, args: &[&str], stdin: &str) -> Result<String, String> {
+    let mut cmd = tokio::process::Command::from(env.cp.kubectl_command());
+    let mut child = cmd
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kubectl");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .await
+        .unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chart_and_manifests_pass_server_side_dry_run() {
+    let env = Env::without_operator(&[]).await;
+    for values in ["", "ci/watch-namespace-values.yaml"] {
+        let mut extra = vec![];
+        let path;
+        if !values.is_empty() {
+            path = format!("{CHART}/{values}");
+            extra = vec!["-f", path.as_str(), "--set", "watchNamespace=default"];
+        }
+        let rendered = render(&env.ns, &extra).await;
+        let args = ["apply", "--server-side", "--dry-run=server", "-f", "-"];
+        let out = kubectl_stdin(&env, &args, &rendered).await;
+        let out = out.unwrap_or_else(|e| panic!("dry-run of the chart ({values}) failed:\n{e}"));
+        assert!(
+            out.contains(
+                "deployment.apps/origin-region-operator serverside-applied (server dry run)"
+            ),
+            "{out}"
+        );
+    }
+    // A server-side dry run cannot create the namespace the other objects live in.
+    let _ = env
+        .cp
+        .kubectl(&["create", "namespace", "origin-region-operator"])
+        .await;
+    let manifests = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/manifests");
+    let out = env
+        .cp
+        .kubectl(&[
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "-k",
+            manifests,
+        ])
+        .await;
+    let out = out.unwrap_or_else(|e| panic!("dry-run of deploy/manifests failed: {e}"));
+    assert!(
+        out.contains("clusterrole.rbac.authorization.k8s.io/origin-region-operator"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_runs_with_only_the_charts_rbac() {
+    let mut env = Env::without_operator(&[]).await;
+    install_crd(env.cp).await;
+    // The release namespace holds the chart's objects and the operator-wide Secret.
+    let release_ns = env.cp.create_namespace("release").await.unwrap();
+    let rendered = render(&release_ns, &[]).await;
+    kubectl_stdin(&env, &["apply", "-f", "-"], &rendered)
+        .await
+        .expect("install the chart");
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &release_ns);
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "cloudflare-api-token"},
+        "stringData": {"apiToken": "dev-token"}
+    }))
+    .unwrap();
+    secrets.create(&Default::default(), &secret).await.unwrap();
+
+    let token = env
+        .cp
+        .service_account_token(&release_ns, "origin-region-operator")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("sa.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster:\n    server: {}\n    certificate-authority: {}\nusers:\n- name: sa\n  user:\n    token: {token}\ncontexts:\n- name: sa\n  context: {{cluster: t, user: sa}}\ncurrent-context: sa\n",
+            env.cp.server_url(),
+            env.cp.ca_path().display()
+        ),
+    )
+    .unwrap();
+
+    // Negative: the ServiceAccount cannot list Secrets cluster-wide, nor read another one.
+    let sa = env.cp.client_for_token(&token);
+    let err = Api::<Secret>::all(sa.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 403),
+        "{err:?}"
+    );
+    let err = Api::<Secret>::namespaced(sa.clone(), &env.ns)
+        .get(support::e2e::SECRET)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 403),
+        "{err:?}"
+    );
+
+    // The controller, as the chart runs it (all namespaces, leader election, operator-wide
+    // Secret), but with the ServiceAccount's token.
+    let args: Vec<String> = [
+        "--cloudflare-api-url",
+        &env.sim.base_url(),
+        "--default-credentials-secret",
+        &format!("{release_ns}/cloudflare-api-token"),
+        "--leader-election",
+        "--lease-namespace",
+        &release_ns,
+        "--debounce",
+        "100ms",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    env.op = Some(Operator::start(&kubeconfig, &args));
+
+    env.create(&env.mapping("m", "203.0.113.7", "aws", "us-east-1"))
+        .await;
+    env.wait_ready("m").await;
+    env.wait_event("m", "Created").await;
+    env.patch_spec("m", json!({"region": "us-west-2"})).await;
+    env.wait_remote(&env.zone, "updated", |r| {
+        r.get("203.0.113.7").is_some_and(|(_, g)| g == "us-west-2")
+    })
+    .await;
+    env.delete("m").await;
+    env.wait_gone("m").await;
+    assert!(env.remote(&env.zone).await.is_empty());
+    let log = env.op().log();
+    assert!(
+        !log.contains("forbidden") && !log.contains("Forbidden"),
+        "RBAC refusals in the log:\n{log}"
+    );
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
