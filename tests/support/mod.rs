@@ -1,5 +1,6 @@
 //! Helpers shared by integration tests.
 
+pub mod chaos;
 pub mod e2e;
 pub mod operator;
 pub mod sim;
