@@ -47,8 +47,12 @@ pub struct OriginCloudRegionMappingSpec {
     /// canonical form (dotted quad, or RFC 5952 for IPv6) and reports it in status.originIp.
     /// No CIDR prefixes, zone suffixes, whitespace or zero-padded IPv4 octets.
     #[schemars(length(min = 2, max = 45))]
+    // CEL's isIP refuses IPv4-mapped addresses (::ffff:a.b.c.d) in every spelling. The second
+    // branch accepts them, and only them, by checking the same text with the ffff group (after
+    // leading zero groups) swapped for 1: the result parses exactly when the original does, so
+    // "::ffff:999.1.1.1" and "::ffff:01.2.3.4" are refused and "0:0:0:0:0:ffff:c000:201" is not.
     #[x_kube(validation = kube::core::Rule::new(
-        "isIP(self) || self.matches('^(?i)::ffff:[0-9]{1,3}([.][0-9]{1,3}){3}$')"
+        "isIP(self) || (self.matches('^(?i)[0:]*:ffff:') && isIP(self.lowerAscii().replace(':ffff:', ':1:', 1)))"
     ).message("originIp must be a single IPv4 or IPv6 address, e.g. 192.0.2.1 or 2001:db8::1"))]
     pub origin_ip: String,
 
@@ -75,8 +79,11 @@ pub struct OriginCloudRegionMappingSpec {
 /// Reference to a Secret in the same namespace as the mapping.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 pub struct SecretReference {
-    /// Name of the Secret.
-    #[schemars(length(min = 1, max = 253))]
+    /// Name of the Secret (a DNS subdomain: lowercase letters, digits, '-' and '.').
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub name: String,
 }
 

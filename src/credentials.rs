@@ -105,16 +105,26 @@ pub fn from_secret(secret: &Secret) -> Result<Credentials, String> {
             }
         }
     };
-    if let Some(token) = read(TOKEN_KEY)? {
-        if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!(
-                "key {TOKEN_KEY} contains whitespace or control characters"
-            ));
+    // Tokens and keys are printable ASCII; anything else would be sent as raw header bytes and
+    // come back as a puzzling "authentication error" instead of naming the key.
+    let printable = |key: &str, value: &str| {
+        if value.bytes().all(|b| b.is_ascii_graphic()) {
+            Ok(())
+        } else {
+            Err(format!(
+                "key {key} contains whitespace, control or non-ASCII characters"
+            ))
         }
+    };
+    if let Some(token) = read(TOKEN_KEY)? {
+        printable(TOKEN_KEY, &token)?;
         return Ok(Credentials::ApiToken(token));
     }
     match (read(EMAIL_KEY)?, read(API_KEY_KEY)?) {
-        (Some(email), Some(key)) => Ok(Credentials::ApiKey { email, key }),
+        (Some(email), Some(key)) => {
+            printable(API_KEY_KEY, &key)?;
+            Ok(Credentials::ApiKey { email, key })
+        }
         (Some(_), None) => Err(format!(
             "key {EMAIL_KEY} is set but {API_KEY_KEY} is missing"
         )),
@@ -178,6 +188,17 @@ mod tests {
                 "not valid UTF-8",
             ),
             (secret(&[("apiToken", b"ab cd-secretish")]), "whitespace"),
+            (
+                secret(&[("apiToken", "t\u{f6}k-secretish".as_bytes())]),
+                "key apiToken contains whitespace, control or non-ASCII",
+            ),
+            (
+                secret(&[
+                    ("email", b"a@b.c"),
+                    ("apiKey", "k\u{e9}y-secretish".as_bytes()),
+                ]),
+                "key apiKey contains whitespace, control or non-ASCII",
+            ),
             (secret(&[("email", b"a@b.c")]), "apiKey is missing"),
             (secret(&[("apiKey", b"secretish-key")]), "email is missing"),
             (Secret::default(), "no key apiToken"),

@@ -143,6 +143,11 @@ impl Problem {
 
     /// Maps a whole-call client error to a problem.
     pub fn from_error(err: &cloudflare::Error) -> Problem {
+        // An empty or cut-short body is BadResponse, yet retryable: the next answer may be whole.
+        // Classifying it by kind alone made it a terminal CloudflareRejected (or DeletionBlocked).
+        if err.is_retryable() {
+            return Problem::CloudflareUnavailable(err.to_string());
+        }
         Problem::from_kind(err.kind(), err.zone(), err.to_string())
     }
 
@@ -186,6 +191,24 @@ mod tests {
                 "{kind:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_truncated_body_is_transient_and_a_wrong_shape_is_not() {
+        let decode = |truncated| cloudflare::Error::Decode {
+            op: "put",
+            zone: "z".into(),
+            ip: None,
+            status: 200,
+            reason: "empty body".into(),
+            truncated,
+        };
+        let p = Problem::from_error(&decode(true));
+        assert_eq!(p.reason(), "CloudflareUnavailable");
+        assert_eq!(p.action(), Action::Retry);
+        let p = Problem::from_error(&decode(false));
+        assert_eq!(p.reason(), "CloudflareRejected");
+        assert_eq!(p.action(), Action::WaitForChange);
     }
 
     #[test]

@@ -112,13 +112,20 @@ impl ZoneStates {
     }
 }
 
+/// Longest server-requested wait honoured (Cloudflare's rate-limit window is 5 minutes); a
+/// larger `Retry-After` (up to u64::MAX seconds) would overflow the scheduler's `Instant`.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
 /// Backoff before retrying a zone after `failures` transient errors in a row: exponential from
-/// 1 s to 5 min with full jitter in the upper half, and never shorter than `retry_after`.
+/// 1 s to 5 min with full jitter in the upper half, and never shorter than `retry_after`
+/// (capped at [`MAX_RETRY_AFTER`]).
 pub fn backoff(failures: u32, retry_after: Option<Duration>) -> Duration {
     let base = Duration::from_secs(1).saturating_mul(1u32 << failures.min(9).saturating_sub(1));
     let capped = base.min(Duration::from_secs(300));
     let jitter = rand::random::<f64>() * 0.5 + 0.5;
-    capped.mul_f64(jitter).max(retry_after.unwrap_or_default())
+    capped
+        .mul_f64(jitter)
+        .max(retry_after.unwrap_or_default().min(MAX_RETRY_AFTER))
 }
 
 #[cfg(test)]
@@ -132,6 +139,10 @@ mod tests {
         assert!(backoff(5, None) >= Duration::from_secs(8));
         assert!(backoff(30, None) <= Duration::from_secs(300));
         assert!(backoff(1, Some(Duration::from_secs(7))) >= Duration::from_secs(7));
+        assert_eq!(
+            backoff(1, Some(Duration::from_secs(u64::MAX))),
+            MAX_RETRY_AFTER
+        );
     }
 
     #[test]

@@ -45,7 +45,8 @@ pub(crate) fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
     }
     if let Ok(secs) = raw.parse::<f64>() {
         // Not allowed by the RFC, but some proxies send "1.5"; negative or NaN is garbage.
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        // try_: "1e300" or "NaN" must not panic (from_secs_f64 would).
+        return Duration::try_from_secs_f64(secs).ok();
     }
     let when = jiff::fmt::rfc2822::DateTimeParser::new()
         .parse_timestamp(raw)
@@ -80,6 +81,8 @@ mod tests {
             Some(Duration::from_millis(1500))
         );
         assert_eq!(parse_retry_after(&headers("-3")), None);
+        assert_eq!(parse_retry_after(&headers("1e300")), None);
+        assert_eq!(parse_retry_after(&headers("NaN")), None);
         assert_eq!(parse_retry_after(&headers("soon")), None);
         assert_eq!(parse_retry_after(&HeaderMap::new()), None);
         // A date in the past means "now".

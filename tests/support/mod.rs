@@ -2,5 +2,6 @@
 
 pub mod chaos;
 pub mod e2e;
+pub mod hostile;
 pub mod operator;
 pub mod sim;
