@@ -202,12 +202,15 @@ pub fn plan_zone(
         let step = if o.deleting {
             if owned_elsewhere && o.zone_id == zone {
                 Step::Skip
-            } else if owned_here.is_none() && o.owned.is_none() && o.zone_id == zone {
-                // Never recorded an owned entry: a crash between write and status can leave
-                // one that equals the spec; remove it unless someone else claims it.
+            } else if o.zone_id == zone && matches!(release, None | Some(Release::Forget)) {
+                // A crash between write and status can leave an entry that equals the spec but
+                // was never recorded: for a new object, or for an originIp edit whose old entry
+                // was already deleted (so the recorded one is gone). Remove it unless someone
+                // else claims it.
                 match (&o.ip, o.orphan) {
                     (Ok(ip), false)
-                        if !winners.contains_key(ip.as_str())
+                        if owned_here != Some(ip.as_str())
+                            && !winners.contains_key(ip.as_str())
                             && remote.get(ip).is_some_and(|m| matches(m, o)) =>
                     {
                         plan.objects.push(ObjectPlan {
@@ -516,5 +519,31 @@ mod tests {
         let plan = plan_zone(Z, &[a], &remote(&[("192.0.2.1", "us-west-2")]), None);
         assert_eq!(step_of(&plan, "ns/a").release, None);
         assert_eq!(step_of(&plan, "ns/a").step, Step::Finalize);
+    }
+
+    #[test]
+    fn deleting_after_an_unrecorded_ip_edit_removes_the_new_entry() {
+        // Status still names .1, whose entry the edit already deleted; .2 was written but the
+        // status write never happened (crash).
+        let mut a = obj("ns/a", "1", "192.0.2.2", "us-east-1");
+        a.owned = Some((Z.into(), "192.0.2.1".into()));
+        a.deleting = true;
+        let r = remote(&[("192.0.2.2", "us-east-1")]);
+        let plan = plan_zone(Z, std::slice::from_ref(&a), &r, None);
+        let p = step_of(&plan, "ns/a");
+        assert_eq!(p.release, Some(Release::Delete("192.0.2.2".into())));
+        assert_eq!(p.step, Step::Finalize);
+        // The recorded entry still exists: then the edit's write never happened (the old
+        // entry is deleted first, the new one written only after that succeeded).
+        let r = remote(&[("192.0.2.1", "us-east-1"), ("192.0.2.2", "us-east-1")]);
+        let plan = plan_zone(Z, std::slice::from_ref(&a), &r, None);
+        assert_eq!(
+            step_of(&plan, "ns/a").release,
+            Some(Release::Delete("192.0.2.1".into()))
+        );
+        // Another live object claims .2: it is theirs.
+        let b = obj("ns/b", "2", "192.0.2.2", "us-east-1");
+        let plan = plan_zone(Z, &[a, b], &remote(&[("192.0.2.2", "us-east-1")]), None);
+        assert_eq!(step_of(&plan, "ns/a").release, Some(Release::Forget));
     }
 }

@@ -116,7 +116,10 @@ pub async fn reconcile_zone(ctx: &Context, zone: &str, refresh: bool) -> ZoneOut
         let uids: Vec<String> = objects.iter().filter_map(|o| o.uid()).collect();
         ctx.zones.clear_terminal(&uids);
     }
-    ensure_finalizers(ctx, &objects).await;
+    // An object whose finalizer could not be added (e.g. the apiserver is down) gets no
+    // remote write yet: deleted before the next attempt, it would vanish without cleanup and
+    // orphan what was written. The zone retries with backoff.
+    let unguarded = ensure_finalizers(ctx, &objects).await;
 
     let resolved: HashMap<String, Result<Resolved, Problem>> = objects
         .iter()
@@ -187,6 +190,9 @@ pub async fn reconcile_zone(ctx: &Context, zone: &str, refresh: bool) -> ZoneOut
     let mut verdicts: HashMap<String, Verdict> = HashMap::new();
     for o in &objects {
         let key = key_of(o);
+        if unguarded.contains(&key) {
+            continue;
+        }
         let cred = match &resolved[&key] {
             Ok(r) => unauthorized.get(&r.fingerprint).cloned().map_or(Ok(r), Err),
             Err(p) => Err(p.clone()),
@@ -244,7 +250,7 @@ pub async fn reconcile_zone(ctx: &Context, zone: &str, refresh: bool) -> ZoneOut
     };
 
     let mut retry_after: Option<Duration> = None;
-    let mut transient = false;
+    let mut transient = !unguarded.is_empty();
     let releases = run_deletes(ctx, zone, &plan, &client_of, &mut retry_after).await;
     let upserts = run_upserts(ctx, zone, &plan, &releases, &client_of, &mut retry_after).await;
 
@@ -643,6 +649,30 @@ async fn write_outcome(
                     )
                     .await
                 {
+                    // Apply drops only what this manager owns: a finalizer another manager also
+                    // set (a restored or re-applied manifest) would stay and the object would
+                    // hang. Then take it out of the list directly, guarded by resourceVersion.
+                    Ok(after) if after.has_finalizer() => {
+                        let rest: Vec<&String> = after
+                            .finalizers()
+                            .iter()
+                            .filter(|f| *f != FINALIZER)
+                            .collect();
+                        let patch = json!({"metadata": {
+                            "finalizers": rest,
+                            "resourceVersion": after.resource_version(),
+                        }});
+                        match api
+                            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                            .await
+                        {
+                            Ok(_) => ctx.metrics.kube_write("finalizer"),
+                            Err(e) if is_not_found(&e) => {}
+                            Err(e) => {
+                                tracing::warn!(object = %key_of(o), error = %e, "removing the finalizer failed")
+                            }
+                        }
+                    }
                     Ok(_) => ctx.metrics.kube_write("finalizer"),
                     Err(e) if is_not_found(&e) => {}
                     Err(e) => {
@@ -820,8 +850,12 @@ async fn publish(
     }
 }
 
-/// Adds the finalizer to live objects of the zone that lack it, before any remote write.
-async fn ensure_finalizers(ctx: &Context, objects: &[Arc<OriginCloudRegionMapping>]) {
+/// Adds the finalizer to live objects of the zone that lack it, before any remote write;
+/// returns the keys of those still without it.
+async fn ensure_finalizers(
+    ctx: &Context,
+    objects: &[Arc<OriginCloudRegionMapping>],
+) -> HashSet<String> {
     let missing = objects
         .iter()
         .filter(|o| o.metadata.deletion_timestamp.is_none() && !o.has_finalizer())
@@ -844,16 +878,21 @@ async fn ensure_finalizers(ctx: &Context, objects: &[Arc<OriginCloudRegionMappin
                 )
                 .await
             {
-                Ok(_) => ctx.metrics.kube_write("finalizer"),
+                Ok(_) => {
+                    ctx.metrics.kube_write("finalizer");
+                    None
+                }
                 Err(e) => {
-                    tracing::warn!(object = %key_of(o), error = %e, "adding the finalizer failed")
+                    tracing::warn!(object = %key_of(o), error = %e, "adding the finalizer failed");
+                    Some(key_of(o))
                 }
             }
         });
     stream::iter(missing.collect::<Vec<_>>())
         .buffer_unordered(ctx.settings.kube_concurrency)
-        .collect::<Vec<()>>()
-        .await;
+        .filter_map(|failed| async move { failed })
+        .collect()
+        .await
 }
 
 /// The planner's view of an object.
