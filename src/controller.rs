@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::runtime::WatchStreamExt;
@@ -96,20 +96,17 @@ pub async fn run(
         default_store: default_store.clone(),
         ref_store: ref_store.clone(),
     };
-    let recorder = Recorder::new(
-        kube.clone(),
-        Reporter {
-            controller: "origin-region-operator".into(),
-            instance: Some(config.reporter.clone()),
-        },
-    );
+    let reporter = Reporter {
+        controller: "origin-region-operator".into(),
+        instance: Some(config.reporter.clone()),
+    };
     let ctx = Arc::new(Context {
         kube,
         clients,
         store: store.clone(),
         creds: creds.clone(),
         zones: ZoneStates::default(),
-        recorder,
+        reporter,
         metrics: metrics.clone(),
         settings: config.settings.clone(),
     });
