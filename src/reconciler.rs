@@ -113,6 +113,18 @@ pub async fn reconcile_zone(ctx: &Context, zone: &str, refresh: bool) -> ZoneOut
         ctx.metrics.set_zone_mappings(zone, 0, 0);
         return ZoneOutcome::default();
     }
+    // Planning on a cache that has not yet seen our last status writes would take our own
+    // entries for strangers (a spurious "Adopted" and a second status write): wait for it.
+    if objects.iter().any(|o| {
+        ctx.zones
+            .cache_is_behind(&o.uid().unwrap_or_default(), o.resource_version())
+    }) {
+        return ZoneOutcome {
+            requeue_after: Some(Duration::from_millis(100)),
+            refresh_next: false,
+            wake: vec![],
+        };
+    }
     if refresh {
         let uids: Vec<String> = objects.iter().filter_map(|o| o.uid()).collect();
         ctx.zones.clear_terminal(&uids);
@@ -632,50 +644,7 @@ async fn write_outcome(
     let (status, event) = match verdict {
         Verdict::Untouched => return,
         Verdict::Finalize { released } => {
-            if o.has_finalizer() {
-                let patch = json!({
-                    "apiVersion": api_version(),
-                    "kind": "OriginCloudRegionMapping",
-                    "metadata": {"name": name, "finalizers": []},
-                });
-                match api
-                    .patch(
-                        &name,
-                        &PatchParams::apply(MANAGER).force(),
-                        &Patch::Apply(&patch),
-                    )
-                    .await
-                {
-                    // Apply drops only what this manager owns: a finalizer another manager also
-                    // set (a restored or re-applied manifest) would stay and the object would
-                    // hang. Then take it out of the list directly, guarded by resourceVersion.
-                    Ok(after) if after.has_finalizer() => {
-                        let rest: Vec<&String> = after
-                            .finalizers()
-                            .iter()
-                            .filter(|f| *f != FINALIZER)
-                            .collect();
-                        let patch = json!({"metadata": {
-                            "finalizers": rest,
-                            "resourceVersion": after.resource_version(),
-                        }});
-                        match api
-                            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                            .await
-                        {
-                            Ok(_) => ctx.metrics.kube_write("finalizer"),
-                            Err(e) if is_not_found(&e) => {}
-                            Err(e) => {
-                                tracing::warn!(object = %key_of(o), error = %e, "removing the finalizer failed")
-                            }
-                        }
-                    }
-                    Ok(_) => ctx.metrics.kube_write("finalizer"),
-                    Err(e) if is_not_found(&e) => {}
-                    Err(e) => {
-                        tracing::warn!(object = %key_of(o), error = %e, "removing the finalizer failed")
-                    }
-                }
+            if o.has_finalizer() && remove_finalizer(ctx, &api, o).await {
                 let note = match (released, owned_entry(o)) {
                     (Some(true), Some((z, ip))) => Some((
                         "Deleted",
@@ -793,13 +762,78 @@ async fn write_outcome(
             )
             .await
         {
-            Ok(_) => ctx.metrics.kube_write("status"),
+            Ok(after) => {
+                ctx.metrics.kube_write("status");
+                ctx.zones.note_write(
+                    &o.uid().unwrap_or_default(),
+                    o.resource_version(),
+                    after.resource_version(),
+                );
+            }
             Err(e) if is_not_found(&e) => return,
             Err(e) => tracing::warn!(object = %key_of(o), error = %e, "writing status failed"),
         }
     }
     if let Some((kind, reason, note)) = event {
         publish(ctx, o, kind, reason, note).await;
+    }
+}
+
+/// Removes the operator's finalizer; true when this call released the object.
+///
+/// The apply names the object's UID: an apply for an object that is already gone would
+/// otherwise be taken as a create (and fail on the required spec), and a same-named object
+/// created since must never be touched.
+async fn remove_finalizer(
+    ctx: &Context,
+    api: &Api<OriginCloudRegionMapping>,
+    o: &OriginCloudRegionMapping,
+) -> bool {
+    let name = o.name_any();
+    let patch = json!({
+        "apiVersion": api_version(),
+        "kind": "OriginCloudRegionMapping",
+        "metadata": {"name": name, "uid": o.uid(), "finalizers": []},
+    });
+    let applied = api
+        .patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await;
+    let result = match applied {
+        // Apply drops only what this manager owns: a finalizer another manager also set (a
+        // restored or re-applied manifest) would stay and the object would hang. Then take it
+        // out of the list directly, guarded by resourceVersion.
+        Ok(after) if after.has_finalizer() => {
+            let rest: Vec<&String> = after
+                .finalizers()
+                .iter()
+                .filter(|f| *f != FINALIZER)
+                .collect();
+            let patch = json!({"metadata": {
+                "finalizers": rest,
+                "resourceVersion": after.resource_version(),
+            }});
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map(|_| ())
+        }
+        Ok(_) => Ok(()),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => {
+            ctx.metrics.kube_write("finalizer");
+            true
+        }
+        // Already gone (or replaced by a new object of the same name): nothing to release.
+        Err(e) if is_gone(&e) => false,
+        Err(e) => {
+            tracing::warn!(object = %key_of(o), error = %e, "removing the finalizer failed");
+            false
+        }
     }
 }
 
@@ -869,7 +903,7 @@ async fn ensure_finalizers(
             let patch = json!({
                 "apiVersion": api_version(),
                 "kind": "OriginCloudRegionMapping",
-                "metadata": {"name": name, "finalizers": [FINALIZER]},
+                "metadata": {"name": name, "uid": o.uid(), "finalizers": [FINALIZER]},
             });
             match api
                 .patch(
@@ -984,4 +1018,9 @@ fn api_version() -> String {
 
 fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// 404, or 409 from a UID precondition: the object this write was for no longer exists.
+fn is_gone(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404 || s.code == 409)
 }

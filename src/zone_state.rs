@@ -40,6 +40,8 @@ pub struct TerminalMark {
 pub struct ZoneStates {
     zones: Mutex<HashMap<String, ZoneState>>,
     terminal: Mutex<HashMap<String, TerminalMark>>,
+    /// UID → resourceVersion an object had before our last status write changed it.
+    written_over: Mutex<HashMap<String, String>>,
 }
 
 impl ZoneStates {
@@ -106,6 +108,33 @@ impl ZoneStates {
         }
     }
 
+    /// Records that our write moved an object from `before` to `after`; a write the server
+    /// found to be a no-op (same version) is not recorded, since no newer version will come.
+    pub fn note_write(&self, uid: &str, before: Option<String>, after: Option<String>) {
+        if let (Some(before), Some(after)) = (before, after) {
+            if before != after {
+                self.written_over
+                    .lock()
+                    .expect("writes lock")
+                    .insert(uid.to_string(), before);
+            }
+        }
+    }
+
+    /// Whether the cached object is still the version our last write replaced; forgets the
+    /// record once the cache has moved on.
+    pub fn cache_is_behind(&self, uid: &str, cached: Option<String>) -> bool {
+        let mut written = self.written_over.lock().expect("writes lock");
+        match written.get(uid) {
+            Some(before) if Some(before) == cached.as_ref() => true,
+            Some(_) => {
+                written.remove(uid);
+                false
+            }
+            None => false,
+        }
+    }
+
     /// Number of zones with state, for metrics.
     pub fn zone_count(&self) -> usize {
         self.zones.lock().expect("zone state lock").len()
@@ -143,6 +172,21 @@ mod tests {
             backoff(1, Some(Duration::from_secs(u64::MAX))),
             MAX_RETRY_AFTER
         );
+    }
+
+    #[test]
+    fn the_cache_is_behind_until_it_shows_a_version_past_our_write() {
+        let s = ZoneStates::default();
+        s.note_write("u", Some("5".into()), Some("6".into()));
+        assert!(s.cache_is_behind("u", Some("5".into())));
+        assert!(!s.cache_is_behind("u", Some("6".into())));
+        assert!(
+            !s.cache_is_behind("u", Some("5".into())),
+            "forgotten once caught up"
+        );
+        // A no-op write (version unchanged) must never make the cache look behind forever.
+        s.note_write("v", Some("7".into()), Some("7".into()));
+        assert!(!s.cache_is_behind("v", Some("7".into())));
     }
 
     #[test]
