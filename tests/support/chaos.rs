@@ -65,21 +65,7 @@ impl World {
         let cp = ControlPlane::start()
             .await
             .expect("start a private control plane");
-        let crd = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/crds/originregions.io_origincloudregionmappings.yaml"
-        );
-        cp.kubectl(&["apply", "--server-side", "-f", crd])
-            .await
-            .expect("apply CRD");
-        cp.kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "crd/origincloudregionmappings.originregions.io",
-            "--timeout=60s",
-        ])
-        .await
-        .expect("CRD established");
+        super::e2e::apply_crd(&cp).await;
         let ns = cp.create_namespace(prefix).await.expect("namespace");
         let sim = Sim::start(&[]);
         // Through the admin API rather than --token, so no credential sits in a command line.

@@ -42,26 +42,29 @@ pub fn random_zone() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-/// Installs the CRD once per test binary and waits until it is served.
+/// Installs the CRD once per test binary (on the shared control plane) and waits until it is
+/// served.
 pub async fn install_crd(cp: &ControlPlane) {
-    CRD.get_or_init(|| async {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/crds/originregions.io_origincloudregionmappings.yaml"
-        );
-        cp.kubectl(&["apply", "--server-side", "-f", path])
-            .await
-            .expect("apply CRD");
-        cp.kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "crd/origincloudregionmappings.originregions.io",
-            "--timeout=60s",
-        ])
+    CRD.get_or_init(|| apply_crd(cp)).await;
+}
+
+/// Applies the CRD from crds/ to a control plane and waits until it is Established.
+pub async fn apply_crd(cp: &ControlPlane) {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crds/originregions.io_origincloudregionmappings.yaml"
+    );
+    cp.kubectl(&["apply", "--server-side", "-f", path])
         .await
-        .expect("CRD established");
-    })
-    .await;
+        .expect("apply CRD");
+    cp.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/origincloudregionmappings.originregions.io",
+        "--timeout=60s",
+    ])
+    .await
+    .expect("CRD established");
 }
 
 impl Env {
