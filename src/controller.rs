@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::events::Reporter;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector;
 use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, ResourceExt};
@@ -350,18 +350,6 @@ impl ZoneQueue {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
-
-/// Reads a mapping cache's objects of one zone (used by the `plan` subcommand too).
-pub fn objects_in_zone(
-    store: &Store<OriginCloudRegionMapping>,
-    zone: &str,
-) -> Vec<Arc<OriginCloudRegionMapping>> {
-    store
-        .state()
-        .into_iter()
-        .filter(|o| o.spec.zone_id == zone || owned_zone(o) == Some(zone))
-        .collect()
 }
 
 #[cfg(test)]

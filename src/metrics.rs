@@ -2,7 +2,7 @@
 //! `/readyz`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -42,7 +42,6 @@ pub struct Metrics {
     /// 1 while this replica is the leader.
     pub leader: Gauge,
     ready: AtomicBool,
-    zones_seen: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Default for Metrics {
@@ -68,7 +67,6 @@ impl Metrics {
             kube_writes: Family::default(),
             leader: Gauge::default(),
             ready: AtomicBool::new(false),
-            zones_seen: Mutex::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -131,10 +129,6 @@ impl Metrics {
 
     /// Sets the per-zone mapping gauges.
     pub fn set_zone_mappings(&self, zone: &str, ready: i64, not_ready: i64) {
-        self.zones_seen
-            .lock()
-            .expect("zones lock")
-            .insert(zone.to_string());
         for (status, n) in [("true", ready), ("false", not_ready)] {
             self.mappings
                 .get_or_create(&vec![

@@ -134,11 +134,6 @@ impl ZoneStates {
             None => false,
         }
     }
-
-    /// Number of zones with state, for metrics.
-    pub fn zone_count(&self) -> usize {
-        self.zones.lock().expect("zone state lock").len()
-    }
 }
 
 /// Longest server-requested wait honoured (Cloudflare's rate-limit window is 5 minutes); a
