@@ -11,7 +11,7 @@ use support::e2e::Env;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_describe_a_known_workload() {
-    let env = Env::new(&[], &[]).await;
+    let env = Env::new(&[], &["--log-format", "json"]).await;
     for i in 0..3 {
         env.create(&env.mapping(
             &format!("m{i}"),
@@ -131,6 +131,14 @@ async fn metrics_describe_a_known_workload() {
     );
     let text = op.metrics().await;
     assert!(!text.contains("dev-token"), "credential in metrics");
+    // --log-format json: every line is one JSON object with a level and a message.
+    let log = op.log();
+    assert!(log.lines().count() >= 2, "{log}");
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string() && v["message"].is_string(), "{line}");
+    }
 }
 
 async fn lease_holder(env: &Env, name: &str) -> Option<String> {
