@@ -102,6 +102,7 @@ async fn deleting_removes_the_remote_entry_then_the_object() {
     env.delete("m").await;
     env.wait_gone("m").await;
     assert!(env.remote(&env.zone).await.is_empty());
+    env.wait_event("m", "Deleted").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,6 +118,7 @@ async fn orphan_policy_keeps_the_remote_entry() {
         env.remote(&env.zone).await["192.0.2.50"],
         ("aws".into(), "us-east-1".into())
     );
+    env.wait_event("m", "Orphaned").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
