@@ -230,26 +230,28 @@ pub async fn reconcile_zone(ctx: &Context, zone: &str, refresh: bool) -> ZoneOut
             Err(p) => Some(p),
         };
         if !remote_known || (deleting && cred_problem.is_some()) {
-            // Nothing can be released safely: say why and wait.
-            if let Some(p) = problem.clone().or(Some(Problem::NoCredentials)) {
-                let owned = owned_entry(o);
-                let p = match (deleting, &owned) {
-                    (true, Some((z, ip))) if o.spec.deletion_policy == DeletionPolicy::Delete => {
-                        Problem::DeletionBlocked {
-                            zone: z.clone(),
-                            ip: ip.clone(),
-                            why: p.to_string(),
-                        }
+            // Nothing can be released safely: say why and wait. (Without a known remote state
+            // some credential problem is always the cause: a working one would have listed.)
+            let p = problem.clone().unwrap_or(Problem::NoCredentials);
+            let owned = owned_entry(o);
+            let p = match (deleting, &owned) {
+                (true, Some((z, ip))) if o.spec.deletion_policy == DeletionPolicy::Delete => {
+                    Problem::DeletionBlocked {
+                        zone: z.clone(),
+                        ip: ip.clone(),
+                        why: p.to_string(),
                     }
-                    (true, _) => {
-                        verdicts.insert(key, Verdict::Finalize { released: None });
-                        continue;
-                    }
-                    _ => p,
-                };
-                verdicts.insert(key, Verdict::NotReady { problem: p, owned });
-                continue;
-            }
+                }
+                // Nothing recorded to clean up: release it rather than trap it behind a
+                // credential that may never be fixed.
+                (true, _) => {
+                    verdicts.insert(key, Verdict::Finalize { released: None });
+                    continue;
+                }
+                _ => p,
+            };
+            verdicts.insert(key, Verdict::NotReady { problem: p, owned });
+            continue;
         }
         views.push(view_of(o, problem));
     }
