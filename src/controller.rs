@@ -258,15 +258,36 @@ struct Entry {
     due: Option<Instant>,
     resync_at: Option<Instant>,
     running: bool,
+    /// First change of the burst now being gathered; bounds how long a burst can delay.
+    burst_start: Option<Instant>,
 }
 
+/// A burst of changes postpones a zone by at most this many debounce periods.
+const MAX_BURST_DEBOUNCES: u32 = 5;
+
 impl ZoneQueue {
-    /// Marks a zone due after `delay` (an earlier due time wins).
+    /// Marks a zone due after `delay`. A zero delay is due at once; otherwise the delay is a
+    /// trailing debounce: each change of a burst (a `kubectl apply` of many objects, a mass
+    /// delete) pushes the zone back, so the burst becomes one plan and full batches, but never
+    /// past `MAX_BURST_DEBOUNCES` delays after the burst's first change. A zone already due
+    /// stays due.
     pub fn schedule(&self, zone: &str, delay: Duration) {
-        let at = Instant::now() + delay;
+        let now = Instant::now();
+        let at = now + delay;
         let mut entries = self.entries.lock().expect("queue lock");
         let e = entries.entry(zone.to_string()).or_default();
-        e.due = Some(e.due.map_or(at, |d| d.min(at)));
+        e.due = Some(match e.due {
+            None if delay.is_zero() => at,
+            None => {
+                e.burst_start = Some(now);
+                at
+            }
+            Some(d) if d <= now || delay.is_zero() => d.min(at),
+            Some(d) => {
+                let cap = *e.burst_start.get_or_insert(now) + delay * MAX_BURST_DEBOUNCES;
+                d.max(at).min(cap).max(now)
+            }
+        });
         drop(entries);
         self.notify.notify_waiters();
     }
@@ -300,6 +321,7 @@ impl ZoneQueue {
                         let refresh = e.resync_at.is_some_and(|t| t <= now);
                         e.running = true;
                         e.due = None;
+                        e.burst_start = None;
                         return (zone, refresh);
                     }
                     Some((_, when)) => (when - now).min(Duration::from_millis(250)),
@@ -375,6 +397,23 @@ mod tests {
         let (z, refresh) = q.next().await;
         assert_eq!((z.as_str(), refresh), ("a", true));
         assert!(start.elapsed() >= Duration::from_secs(590));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_is_gathered_but_never_postponed_past_the_cap() {
+        let q = ZoneQueue::default();
+        let debounce = Duration::from_millis(100);
+        let start = Instant::now();
+        // A change every 50 ms for 2 s: without a cap the zone would wait for all of them.
+        let burst = async {
+            for _ in 0..40 {
+                q.schedule("z", debounce);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        let (taken, _) = tokio::join!(async { q.next().await; start.elapsed() }, burst);
+        assert!(taken >= Duration::from_millis(150), "gathered the burst: {taken:?}");
+        assert!(taken <= debounce * MAX_BURST_DEBOUNCES, "capped: {taken:?}");
     }
 
     #[tokio::test(start_paused = true)]
