@@ -411,8 +411,17 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         };
-        let (taken, _) = tokio::join!(async { q.next().await; start.elapsed() }, burst);
-        assert!(taken >= Duration::from_millis(150), "gathered the burst: {taken:?}");
+        let (taken, _) = tokio::join!(
+            async {
+                q.next().await;
+                start.elapsed()
+            },
+            burst
+        );
+        assert!(
+            taken >= Duration::from_millis(150),
+            "gathered the burst: {taken:?}"
+        );
         assert!(taken <= debounce * MAX_BURST_DEBOUNCES, "capped: {taken:?}");
     }
 

@@ -915,7 +915,12 @@ async fn ensure_finalizers(
                 )
                 .await
             {
-                Ok(_) => {
+                Ok(after) => {
+                    ctx.zones.note_write(
+                        &o.uid().unwrap_or_default(),
+                        o.resource_version(),
+                        after.resource_version(),
+                    );
                     ctx.metrics.kube_write("finalizer");
                     None
                 }

@@ -40,8 +40,17 @@ pub struct TerminalMark {
 pub struct ZoneStates {
     zones: Mutex<HashMap<String, ZoneState>>,
     terminal: Mutex<HashMap<String, TerminalMark>>,
-    /// UID → resourceVersion an object had before our last status write changed it.
-    written_over: Mutex<HashMap<String, String>>,
+    /// UID → the versions our own writes produced and replaced, to spot a stale cache.
+    written: Mutex<HashMap<String, Written>>,
+}
+
+/// Versions of one object around the operator's own writes.
+#[derive(Debug, Default)]
+struct Written {
+    /// Versions that one of our writes replaced: a cache showing one of them is behind.
+    superseded: Vec<String>,
+    /// The version our latest write produced.
+    last: String,
 }
 
 impl ZoneStates {
@@ -108,30 +117,35 @@ impl ZoneStates {
         }
     }
 
-    /// Records that our write moved an object from `before` to `after`; a write the server
-    /// found to be a no-op (same version) is not recorded, since no newer version will come.
+    /// Records that our write moved an object from `before` (as we saw it) to `after`. A write
+    /// the server found to be a no-op (same version) supersedes nothing, since no newer
+    /// version will come.
     pub fn note_write(&self, uid: &str, before: Option<String>, after: Option<String>) {
-        if let (Some(before), Some(after)) = (before, after) {
-            if before != after {
-                self.written_over
-                    .lock()
-                    .expect("writes lock")
-                    .insert(uid.to_string(), before);
+        let Some(after) = after else { return };
+        let mut written = self.written.lock().expect("writes lock");
+        let w = written.entry(uid.to_string()).or_insert_with(|| Written {
+            superseded: Vec::new(),
+            last: after.clone(),
+        });
+        let previous = std::mem::replace(&mut w.last, after.clone());
+        for v in [before, Some(previous)].into_iter().flatten() {
+            if v != after && !w.superseded.contains(&v) {
+                w.superseded.push(v);
             }
         }
     }
 
-    /// Whether the cached object is still the version our last write replaced; forgets the
-    /// record once the cache has moved on.
+    /// Whether the cached object is a version one of our writes already replaced; forgets
+    /// the record once the cache shows anything else.
     pub fn cache_is_behind(&self, uid: &str, cached: Option<String>) -> bool {
-        let mut written = self.written_over.lock().expect("writes lock");
-        match written.get(uid) {
-            Some(before) if Some(before) == cached.as_ref() => true,
-            Some(_) => {
+        let mut written = self.written.lock().expect("writes lock");
+        match (written.get(uid), cached) {
+            (Some(w), Some(v)) if w.superseded.contains(&v) => true,
+            (Some(_), _) => {
                 written.remove(uid);
                 false
             }
-            None => false,
+            (None, _) => false,
         }
     }
 }
@@ -182,6 +196,13 @@ mod tests {
         // A no-op write (version unchanged) must never make the cache look behind forever.
         s.note_write("v", Some("7".into()), Some("7".into()));
         assert!(!s.cache_is_behind("v", Some("7".into())));
+        // Two writes in one reconcile (finalizer, then status), both computed from version 1:
+        // the version between them is behind too.
+        s.note_write("w", Some("1".into()), Some("2".into()));
+        s.note_write("w", Some("1".into()), Some("3".into()));
+        assert!(s.cache_is_behind("w", Some("1".into())));
+        assert!(s.cache_is_behind("w", Some("2".into())));
+        assert!(!s.cache_is_behind("w", Some("3".into())));
     }
 
     #[test]
