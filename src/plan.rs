@@ -15,7 +15,7 @@ use crate::cli::PlanArgs;
 use crate::crd::OriginCloudRegionMapping;
 use crate::credentials::CredentialSource;
 use crate::planner::{plan_zone, Release, Step, UpsertKind};
-use crate::reconciler::{key_of, owned_entry, view_of};
+use crate::reconciler::{claim_ip, key_of, owned_entry, view_of};
 
 /// One planned change, as printed.
 #[derive(Debug, Serialize)]
@@ -133,8 +133,7 @@ pub async fn run(args: PlanArgs) -> Result<(), String> {
                     detail: String::new(),
                 });
             }
-            let ip = crate::ip::canonicalize(&o.spec.origin_ip)
-                .unwrap_or_else(|_| o.spec.origin_ip.clone());
+            let ip = claim_ip(o);
             let target = format!("{} {}", o.spec.vendor, o.spec.region);
             let (action, detail) = match &p.step {
                 Step::InSync { adopted: true } => ("adopt", target),

@@ -636,10 +636,7 @@ async fn write_outcome(
     verdict: Verdict,
     catalog: Option<&crate::wire::SupportedRegions>,
 ) {
-    let api: Api<OriginCloudRegionMapping> = Api::namespaced(
-        ctx.kube.clone(),
-        o.metadata.namespace.as_deref().unwrap_or_default(),
-    );
+    let api = api_of(ctx, o);
     let name = o.name_any();
     let old = o.status.clone().unwrap_or_default();
     let now = Time(jiff::Timestamp::now());
@@ -751,11 +748,7 @@ async fn write_outcome(
         }
     };
     if status != old {
-        let patch = json!({
-            "apiVersion": api_version(),
-            "kind": "OriginCloudRegionMapping",
-            "status": status,
-        });
+        let patch = apply_body("status", json!(status));
         match api
             .patch_status(
                 &name,
@@ -792,11 +785,7 @@ async fn remove_finalizer(
     o: &OriginCloudRegionMapping,
 ) -> bool {
     let name = o.name_any();
-    let patch = json!({
-        "apiVersion": api_version(),
-        "kind": "OriginCloudRegionMapping",
-        "metadata": {"name": name, "uid": o.uid(), "finalizers": []},
-    });
+    let patch = finalizers_body(o, &[]);
     let applied = api
         .patch(
             &name,
@@ -897,16 +886,9 @@ async fn ensure_finalizers(
         .iter()
         .filter(|o| o.metadata.deletion_timestamp.is_none() && !o.has_finalizer())
         .map(|o| async move {
-            let api: Api<OriginCloudRegionMapping> = Api::namespaced(
-                ctx.kube.clone(),
-                o.metadata.namespace.as_deref().unwrap_or_default(),
-            );
+            let api = api_of(ctx, o);
             let name = o.name_any();
-            let patch = json!({
-                "apiVersion": api_version(),
-                "kind": "OriginCloudRegionMapping",
-                "metadata": {"name": name, "uid": o.uid(), "finalizers": [FINALIZER]},
-            });
+            let patch = finalizers_body(o, &[FINALIZER]);
             match api
                 .patch(
                     &name,
@@ -1007,7 +989,8 @@ pub fn owned_zone(o: &OriginCloudRegionMapping) -> Option<&str> {
     o.status.as_ref()?.zone_id.as_deref()
 }
 
-fn claim_ip(o: &OriginCloudRegionMapping) -> String {
+/// The canonical IP an object claims, or its spec text when that is not a valid IP.
+pub fn claim_ip(o: &OriginCloudRegionMapping) -> String {
     crate::ip::canonicalize(&o.spec.origin_ip).unwrap_or_else(|_| o.spec.origin_ip.clone())
 }
 
@@ -1019,8 +1002,30 @@ fn generation(o: &OriginCloudRegionMapping) -> i64 {
     o.metadata.generation.unwrap_or_default()
 }
 
-fn api_version() -> String {
-    OriginCloudRegionMapping::api_version(&()).to_string()
+fn api_of(ctx: &Context, o: &OriginCloudRegionMapping) -> Api<OriginCloudRegionMapping> {
+    Api::namespaced(
+        ctx.kube.clone(),
+        o.metadata.namespace.as_deref().unwrap_or_default(),
+    )
+}
+
+/// A server-side apply body that sets one top-level part (`status`, `metadata`) of a mapping.
+fn apply_body(part: &str, value: serde_json::Value) -> serde_json::Value {
+    let mut body = json!({
+        "apiVersion": OriginCloudRegionMapping::api_version(&()),
+        "kind": OriginCloudRegionMapping::kind(&()),
+    });
+    body[part] = value;
+    body
+}
+
+/// The apply body owning exactly `finalizers` on this object. It names the UID so an apply
+/// for an object that is gone (or replaced under the same name) fails instead of creating.
+fn finalizers_body(o: &OriginCloudRegionMapping, finalizers: &[&str]) -> serde_json::Value {
+    apply_body(
+        "metadata",
+        json!({"name": o.name_any(), "uid": o.uid(), "finalizers": finalizers}),
+    )
 }
 
 fn is_not_found(e: &kube::Error) -> bool {
