@@ -14,8 +14,8 @@ use serde::Serialize;
 
 use crate::app::App;
 use crate::envelope::{ok, text, ApiError, ApiResult};
-use crate::routes::{echo_ip, parse_batch, parse_object, str_field};
-use crate::state::{now, to_legacy, validate, Valid};
+use crate::routes::{echo_ip, parse_batch, parse_object, str_field, validate_fields};
+use crate::state::{now, to_legacy, Valid};
 
 /// `value` of a legacy delete: the IP whose mapping went away.
 #[derive(Debug, Serialize)]
@@ -35,12 +35,7 @@ fn setting<T>(modified_on: Option<String>, value: T) -> LegacySetting<T> {
 
 fn validate_body(app: &App, body: &[u8]) -> Result<Valid, ApiError> {
     let obj = parse_object(body)?;
-    validate(
-        &app.catalog,
-        str_field(&obj, "ip"),
-        str_field(&obj, "vendor"),
-        str_field(&obj, "region"),
-    )
+    validate_fields(app, &obj, "ip")
 }
 
 /// POST: creates one mapping; 400 / 1145 when the IP already has one.
@@ -99,16 +94,7 @@ pub fn batch_edit(app: &App, zone: &str, body: &[u8]) -> ApiResult {
     let items = parse_batch(body)?;
     let checked: Vec<(Option<&str>, Result<Valid, ApiError>)> = items
         .iter()
-        .map(|item| {
-            let raw = str_field(item, "ip");
-            let v = validate(
-                &app.catalog,
-                raw,
-                str_field(item, "vendor"),
-                str_field(item, "region"),
-            );
-            (raw, v)
-        })
+        .map(|item| (str_field(item, "ip"), validate_fields(app, item, "ip")))
         .collect();
     let now = now();
     let max = app.max_mappings;

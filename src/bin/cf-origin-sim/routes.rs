@@ -24,7 +24,7 @@ use crate::app::App;
 use crate::envelope::{ok, ok_page, text, ApiError, ApiResult};
 use crate::faults::{dropped, hit, truncated};
 use crate::legacy;
-use crate::state::{now, validate};
+use crate::state::{now, validate, Valid};
 
 /// Largest request body read; far above 100 batch items.
 const MAX_BODY: usize = 1 << 20;
@@ -455,6 +455,20 @@ pub fn str_field<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a str> 
     obj.get(key).and_then(Value::as_str)
 }
 
+/// Validates a JSON item whose IP is under `ip_key` (`origin_ip`, or `ip` in the older family).
+pub fn validate_fields(
+    app: &App,
+    obj: &Map<String, Value>,
+    ip_key: &str,
+) -> Result<Valid, ApiError> {
+    validate(
+        &app.catalog,
+        str_field(obj, ip_key),
+        str_field(obj, "vendor"),
+        str_field(obj, "region"),
+    )
+}
+
 /// The IP to name in a failed batch item: canonical if it parses, else as sent.
 pub fn echo_ip(raw: Option<&str>) -> String {
     match raw {
@@ -588,13 +602,8 @@ fn batch_put(app: &App, zone: &str, body: &[u8]) -> ApiResult {
         // Items apply in order, so of two items for one IP the last wins.
         for item in &items {
             let raw_ip = str_field(item, "origin_ip");
-            let applied = validate(
-                &app.catalog,
-                raw_ip,
-                str_field(item, "vendor"),
-                str_field(item, "region"),
-            )
-            .and_then(|v| z.upsert(&v, max, &now).map(|c| (v, c)));
+            let applied = validate_fields(app, item, "origin_ip")
+                .and_then(|v| z.upsert(&v, max, &now).map(|c| (v, c)));
             match applied {
                 Ok((v, c)) => {
                     changed |= c;
