@@ -21,7 +21,8 @@ use crate::cloudflare::Clients;
 use crate::crd::OriginCloudRegionMapping;
 use crate::credentials::{CredentialSource, API_KEY_KEY, EMAIL_KEY, TOKEN_KEY};
 use crate::metrics::Metrics;
-use crate::reconciler::{owned_zone, reconcile_zone, Context, Settings};
+use crate::ownership::owned_zones;
+use crate::reconciler::{reconcile_zone, Context, Settings};
 use crate::zone_state::ZoneStates;
 
 /// How the controller runs.
@@ -41,6 +42,8 @@ pub struct Config {
     pub settings: Settings,
     /// Name reported on Events.
     pub reporter: String,
+    /// With leader election: the check made before every Cloudflare write.
+    pub lease: Option<crate::leader::LeaseGuard>,
 }
 
 /// Runs until `shutdown` resolves, then finishes in-flight zones and returns.
@@ -109,6 +112,7 @@ pub async fn run(
         reporter,
         metrics: metrics.clone(),
         settings: config.settings.clone(),
+        lease: config.lease.clone(),
     });
 
     // Every mapping event marks the zones it names: its spec zone and the zone it owns.
@@ -120,8 +124,8 @@ pub async fn run(
             match ev {
                 Ok(WatchEvent::Apply(o) | WatchEvent::Delete(o) | WatchEvent::InitApply(o)) => {
                     q.schedule(&o.spec.zone_id, debounce);
-                    if let Some(z) = owned_zone(&o) {
-                        q.schedule(z, debounce);
+                    for z in owned_zones(&o) {
+                        q.schedule(&z, debounce);
                     }
                 }
                 Ok(_) => {}
@@ -151,8 +155,8 @@ pub async fn run(
                     for o in store.state() {
                         if creds.uses(&o, &ns, &name) {
                             q.schedule(&o.spec.zone_id, debounce);
-                            if let Some(z) = owned_zone(&o) {
-                                q.schedule(z, debounce);
+                            for z in owned_zones(&o) {
+                                q.schedule(&z, debounce);
                             }
                         }
                     }
@@ -319,6 +323,10 @@ impl ZoneQueue {
                         let zone = zone.clone();
                         let e = entries.get_mut(&zone).expect("entry just seen");
                         let refresh = e.resync_at.is_some_and(|t| t <= now);
+                        if refresh {
+                            // Consumed: a retry after a failed resync is not another resync.
+                            e.resync_at = None;
+                        }
                         e.running = true;
                         e.due = None;
                         e.burst_start = None;
@@ -357,6 +365,11 @@ impl ZoneQueue {
             Some(d) => {
                 let at = Instant::now() + d;
                 e.due = Some(e.due.map_or(at, |t| t.min(at)));
+                // A retry's backoff holds whatever the resync schedule says: a resync already
+                // due would otherwise hand the failing zone out again at once.
+                if let Some(r) = e.resync_at.as_mut() {
+                    *r = (*r).max(at);
+                }
             }
         }
         drop(entries);
@@ -423,6 +436,24 @@ mod tests {
             "gathered the burst: {taken:?}"
         );
         assert!(taken <= debounce * MAX_BURST_DEBOUNCES, "capped: {taken:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_zone_keeps_its_backoff_after_the_resync_time_passed() {
+        let q = ZoneQueue::default();
+        q.schedule("z", Duration::ZERO);
+        let _ = q.next().await;
+        q.done("z", Some(Duration::from_secs(10)), true);
+        // Resync due at 10 s; from then on every run fails and asks for 150 s of backoff.
+        let start = Instant::now();
+        let mut runs = 0;
+        while start.elapsed() < Duration::from_secs(600) {
+            let (_, _) = q.next().await;
+            runs += 1;
+            q.done("z", Some(Duration::from_secs(150)), false);
+        }
+        // 10 s, 160 s, 310 s, 460 s, 610 s: five runs, not one per poll.
+        assert!(runs <= 5, "{runs} runs in 600 s with a 150 s backoff");
     }
 
     #[tokio::test(start_paused = true)]

@@ -110,6 +110,13 @@ pub struct OriginCloudRegionMappingStatus {
     /// Canonical origin IP actually applied in Cloudflare (RFC 5952 for IPv6).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin_ip: Option<String>,
+    /// Vendor of the remote mapping this object owns, as last applied or read from Cloudflare
+    /// (differs from spec.vendor while an edit cannot be applied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
+    /// Region of the remote mapping this object owns, as last applied or read from Cloudflare.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     /// Tiered Cache upper-tier data centers (IATA codes) that serve this origin, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upper_tier_colos: Option<Vec<String>>,

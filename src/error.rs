@@ -74,8 +74,8 @@ pub enum Problem {
     /// Cloudflare rejected the request for another reason no retry can fix.
     #[error("Cloudflare rejected the mapping: {0}")]
     Rejected(String),
-    /// Deleting the remote mapping failed and will not succeed by itself.
-    #[error("cannot delete remote mapping {ip} in zone {zone}: {why}; fix the cause, or annotate originregions.io/force-orphan=\"true\" to release the object and leave the remote mapping")]
+    /// Deleting the remote mapping failed; the object stays until it succeeds or is released.
+    #[error("cannot delete remote mapping {ip} in zone {zone}: {why}; {}annotate originregions.io/force-orphan=\"true\" to release the object and leave the remote mapping", if *.retrying { "retrying; or " } else { "fix the cause, or " })]
     DeletionBlocked {
         /// Zone identifier.
         zone: String,
@@ -83,6 +83,8 @@ pub enum Problem {
         ip: String,
         /// The error.
         why: String,
+        /// The cause may pass by itself (an outage): the operator keeps retrying.
+        retrying: bool,
     },
     /// Cloudflare is unavailable or rate limiting; the operator is retrying.
     #[error("Cloudflare API unavailable, retrying: {0}")]
@@ -96,6 +98,32 @@ pub enum Problem {
         zone: String,
         /// Previous IP.
         ip: String,
+    },
+    /// The object moved away from a zone that cannot be read right now.
+    #[error("cannot release the previous remote mapping {ip} in zone {zone} yet: {why}")]
+    MoveBlocked {
+        /// Previous zone.
+        zone: String,
+        /// Previous IP.
+        ip: String,
+        /// The error.
+        why: String,
+    },
+    /// The zone cannot be read, and no retry will change that (a wrong or deleted zone).
+    #[error("zone {zone} cannot be read: {why}; check spec.zoneId and the token's zone access")]
+    ZoneNotFound {
+        /// Zone identifier.
+        zone: String,
+        /// The error.
+        why: String,
+    },
+    /// A Kubernetes write the operator needs before or after a remote write failed.
+    #[error("writing {what} to Kubernetes failed, retrying: {why}")]
+    KubernetesWriteFailed {
+        /// What was being written (finalizer, ownership record, status).
+        what: &'static str,
+        /// The error.
+        why: String,
     },
 }
 
@@ -116,13 +144,19 @@ impl Problem {
             Problem::DeletionBlocked { .. } => "DeletionBlocked",
             Problem::CloudflareUnavailable(_) => "CloudflareUnavailable",
             Problem::Moving { .. } => "Moving",
+            Problem::MoveBlocked { .. } => "MoveBlocked",
+            Problem::ZoneNotFound { .. } => "ZoneNotFound",
+            Problem::KubernetesWriteFailed { .. } => "KubernetesWriteFailed",
         }
     }
 
     /// Whether the controller retries on its own or waits for a change.
     pub fn action(&self) -> Action {
         match self {
-            Problem::CloudflareUnavailable(_) | Problem::Moving { .. } => Action::Retry,
+            Problem::DeletionBlocked { retrying: true, .. } => Action::Retry,
+            Problem::CloudflareUnavailable(_)
+            | Problem::Moving { .. }
+            | Problem::KubernetesWriteFailed { .. } => Action::Retry,
             _ => Action::WaitForChange,
         }
     }
@@ -149,6 +183,38 @@ impl Problem {
             return Problem::CloudflareUnavailable(err.to_string());
         }
         Problem::from_kind(err.kind(), err.zone(), err.to_string())
+    }
+
+    /// Whether the problem is a remembered answer of Cloudflare to one write, worth not
+    /// repeating until the object's generation or credentials change.
+    pub fn is_remembered(&self) -> bool {
+        matches!(
+            self,
+            Problem::Unauthorized(_)
+                | Problem::Rejected(_)
+                | Problem::InvalidOriginIp(_)
+                | Problem::RegionNotSupported(_)
+        )
+    }
+
+    /// Whether the problem is reported as a Warning Event (a move in progress is Normal).
+    pub fn is_warning(&self) -> bool {
+        !matches!(self, Problem::Moving { .. })
+    }
+
+    /// Maps a failed read of the whole zone (list) to a problem.
+    pub fn from_list_error(err: &cloudflare::Error) -> Problem {
+        match err.kind() {
+            _ if err.is_retryable() => Problem::CloudflareUnavailable(err.to_string()),
+            // 7000/7003: Cloudflare cannot route to the zone id; a bare 404: no such zone.
+            _ if err.kind() == ErrorKind::NotFound || matches!(err.code(), Some(7000 | 7003)) => {
+                Problem::ZoneNotFound {
+                    zone: err.zone().to_string(),
+                    why: err.to_string(),
+                }
+            }
+            _ => Problem::from_error(err),
+        }
     }
 
     /// The problem of a region the catalog does not list for the vendor.

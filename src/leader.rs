@@ -6,6 +6,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
 use kube_lease_manager::{LeaseManagerBuilder, LeaseParams};
 
 use crate::metrics::Metrics;
@@ -22,6 +24,59 @@ pub struct Election {
     pub identity: String,
     /// How long a lease stays valid without renewal.
     pub duration: Duration,
+}
+
+/// Confirms, right before Cloudflare writes, that this process still holds the Lease: a process
+/// paused past its lease (a frozen VM, a stopped container) must not write from a stale cache
+/// while another replica leads. It reads the Lease itself rather than trusting the lease
+/// manager's flag, which a paused process has had no chance to update.
+#[derive(Clone)]
+pub struct LeaseGuard {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+}
+
+impl LeaseGuard {
+    /// A guard for the Lease `namespace/name` held as `identity`.
+    pub fn new(client: kube::Client, namespace: &str, name: &str, identity: &str) -> LeaseGuard {
+        LeaseGuard {
+            api: Api::namespaced(client, namespace),
+            name: name.to_string(),
+            identity: identity.to_string(),
+        }
+    }
+
+    /// Whether the Lease names this process as holder and has not expired; false when it
+    /// cannot be read.
+    pub async fn holds(&self) -> bool {
+        let lease = match self.api.get(&self.name).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(lease = %self.name, error = %e, "reading the Lease failed; not writing");
+                return false;
+            }
+        };
+        let Some(spec) = lease.spec else { return false };
+        let ours = spec.holder_identity.as_deref() == Some(self.identity.as_str());
+        let valid = match (spec.renew_time, spec.lease_duration_seconds) {
+            (Some(renewed), Some(secs)) => {
+                let until = renewed.0 + jiff::SignedDuration::from_secs(i64::from(secs));
+                until > jiff::Timestamp::now()
+            }
+            _ => false,
+        };
+        ours && valid
+    }
+}
+
+impl std::fmt::Debug for LeaseGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseGuard")
+            .field("name", &self.name)
+            .field("identity", &self.identity)
+            .finish()
+    }
 }
 
 /// A future that resolves when the controller must stop.

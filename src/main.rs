@@ -60,6 +60,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
             ..Settings::default()
         },
         reporter: identity.clone(),
+        lease: None,
     };
     if !args.leader_election {
         metrics.leader.set(1);
@@ -71,6 +72,13 @@ async fn run(args: RunArgs) -> Result<(), String> {
         .clone()
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
         .ok_or("--leader-election needs --lease-namespace or POD_NAMESPACE")?;
+    let mut config = config;
+    config.lease = Some(leader::LeaseGuard::new(
+        kube.clone(),
+        &namespace,
+        &args.lease_name,
+        &identity,
+    ));
     let election = leader::Election {
         client: kube.clone(),
         namespace,

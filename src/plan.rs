@@ -14,8 +14,10 @@ use serde::Serialize;
 use crate::cli::PlanArgs;
 use crate::crd::OriginCloudRegionMapping;
 use crate::credentials::CredentialSource;
-use crate::planner::{plan_zone, Release, Step, UpsertKind};
-use crate::reconciler::{claim_ip, key_of, owned_entry, view_of};
+use crate::ownership::{self, ObjectKey};
+use crate::planner::{plan_zone, Release, Step, UpsertKind, ZonePlan};
+use crate::reconciler::{read_zone, views, Member};
+use crate::zone_state::ZoneState;
 
 /// One planned change, as printed.
 #[derive(Debug, Serialize)]
@@ -80,87 +82,44 @@ pub async fn run(args: PlanArgs) -> Result<(), String> {
 
     let zones: BTreeSet<String> = objects
         .iter()
-        .flat_map(|o| [Some(o.spec.zone_id.clone()), owned_entry(o).map(|(z, _)| z)])
-        .flatten()
+        .flat_map(|o| {
+            let mut z = ownership::owned_zones(o);
+            z.insert(o.spec.zone_id.clone());
+            z
+        })
         .collect();
     let mut reports = Vec::new();
     for zone in zones {
-        let in_zone: Vec<_> = objects
+        let members: Vec<Member> = objects
             .iter()
-            .filter(|o| o.spec.zone_id == zone || owned_entry(o).is_some_and(|(z, _)| z == zone))
+            .filter(|o| o.spec.zone_id == zone || ownership::owned_zones(o).contains(&zone))
+            .map(|o| Member {
+                obj: o.clone(),
+                key: ObjectKey::of(o),
+                cred: creds.resolve(o),
+            })
             .collect();
-        let resolved: Vec<_> = in_zone.iter().map(|o| creds.resolve(o)).collect();
-        let Some(cred) = resolved.iter().find_map(|r| r.as_ref().ok()) else {
-            reports.push(ZoneReport {
-                zone,
-                remote: Err("no usable credentials for any object of the zone".into()),
-                changes: vec![],
-            });
-            continue;
-        };
-        let client = clients.client(cred.credentials.clone());
-        let remote = match client.list_all(&zone).await {
-            Ok(list) => list.into_iter().map(|m| (m.origin_ip.clone(), m)).collect(),
-            Err(e) => {
+        // The same read and the same planning as `run`, from an empty memory, so the two
+        // cannot disagree; only reads are made.
+        let mut state = ZoneState::default();
+        let ttl = std::time::Duration::ZERO;
+        let snap = match read_zone(&clients, &zone, &mut state, &members, true, ttl).await {
+            Ok(snap) => snap,
+            Err(failure) => {
                 reports.push(ZoneReport {
                     zone,
-                    remote: Err(e.to_string()),
+                    remote: Err(failure.problem.to_string()),
                     changes: vec![],
                 });
                 continue;
             }
         };
-        let catalog = client.supported_regions(&zone).await.ok();
-        let views: Vec<_> = in_zone
-            .iter()
-            .zip(&resolved)
-            .map(|(o, r)| view_of(o, r.as_ref().err().cloned()))
-            .collect();
-        let plan = plan_zone(&zone, &views, &remote, catalog.as_ref());
-        let mut changes = Vec::new();
-        for (p, o) in plan.objects.iter().zip(&in_zone) {
-            let object = key_of(o);
-            if let Some(release) = &p.release {
-                let (_, ip) = owned_entry(o).unwrap_or_default();
-                let (action, ip) = match release {
-                    Release::Delete(ip) => ("delete", ip.clone()),
-                    Release::Forget => ("forget", ip),
-                };
-                changes.push(Change {
-                    action: action.into(),
-                    object: object.clone(),
-                    ip,
-                    detail: String::new(),
-                });
-            }
-            let ip = claim_ip(o);
-            let target = format!("{} {}", o.spec.vendor, o.spec.region);
-            let (action, detail) = match &p.step {
-                Step::InSync { adopted: true } => ("adopt", target),
-                Step::InSync { adopted: false } => ("in-sync", target),
-                Step::Upsert(_, UpsertKind::Create) => ("create", target),
-                Step::Upsert(_, UpsertKind::Update) => ("update", target),
-                Step::Upsert(_, UpsertKind::Adopt) => ("adopt-update", target),
-                Step::Upsert(_, UpsertKind::DriftCorrect) => ("correct-drift", target),
-                Step::Blocked(problem) => ("blocked", format!("{}: {problem}", problem.reason())),
-                Step::WaitForRelease => (
-                    "wait",
-                    "the previous zone releases the old entry first".into(),
-                ),
-                Step::Finalize => ("finalize", String::new()),
-                Step::Skip => continue,
-            };
-            changes.push(Change {
-                action: action.into(),
-                object,
-                ip,
-                detail,
-            });
-        }
+        let views = views(&members, &snap, |_| None);
+        let plan = plan_zone(&zone, &views, snap.facts());
         reports.push(ZoneReport {
+            remote: Ok(snap.remote.len()),
+            changes: changes(&zone, &members, &plan),
             zone,
-            remote: Ok(remote.len()),
-            changes,
         });
     }
 
@@ -173,6 +132,52 @@ pub async fn run(args: PlanArgs) -> Result<(), String> {
         print_text(&reports);
     }
     Ok(())
+}
+
+/// The printed changes of one zone's plan (pure, so tests compare it with what `run` writes).
+pub fn changes(zone: &str, members: &[Member], plan: &ZonePlan) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for (p, m) in plan.objects.iter().zip(members) {
+        let object = m.key.to_string();
+        for release in &p.releases {
+            let (action, ip) = match release {
+                Release::Delete(ip) => ("delete", ip),
+                Release::Forget(ip) => ("forget", ip),
+            };
+            changes.push(Change {
+                action: action.into(),
+                object: object.clone(),
+                ip: ip.clone(),
+                detail: format!("zone {zone}"),
+            });
+        }
+        let o = &m.obj;
+        let ip =
+            crate::ip::canonicalize(&o.spec.origin_ip).unwrap_or_else(|_| o.spec.origin_ip.clone());
+        let target = format!("{} {}", o.spec.vendor, o.spec.region);
+        let (action, detail) = match &p.step {
+            Step::InSync { adopted: true } => ("adopt", target),
+            Step::InSync { adopted: false } => ("in-sync", target),
+            Step::Upsert(_, UpsertKind::Create) => ("create", target),
+            Step::Upsert(_, UpsertKind::Update) => ("update", target),
+            Step::Upsert(_, UpsertKind::Adopt) => ("adopt-update", target),
+            Step::Upsert(_, UpsertKind::DriftCorrect) => ("correct-drift", target),
+            Step::Blocked(problem) => ("blocked", format!("{}: {problem}", problem.reason())),
+            Step::WaitForRelease => (
+                "wait",
+                "the previous zone releases the old entry first".into(),
+            ),
+            Step::Finalize => ("finalize", String::new()),
+            Step::MoveOut | Step::Skip => continue,
+        };
+        changes.push(Change {
+            action: action.into(),
+            object,
+            ip,
+            detail,
+        });
+    }
+    changes
 }
 
 fn print_text(reports: &[ZoneReport]) {

@@ -1,14 +1,25 @@
-//! Reconciles one zone: read the objects that name it, make sure the remote snapshot and
-//! catalog are known, plan, release old entries in batches, upsert in batches, then write each
-//! object's status, Events and finalizer from the per-item results.
+//! Reconciles one zone as a short pipeline of named phases, each marked by what it talks to:
+//!
+//! 1. `members`        (cache)      the objects naming the zone in spec or ownership record
+//! 2. `release_forced` (kube)       deleting objects annotated force-orphan go at once
+//! 3. `read_zone`      (cloudflare) remote snapshot (cached), catalog (TTL), credential proofs
+//! 4. `plan`           (pure)       [`plan_zone`] over [`views`]
+//! 5. `record`         (kube)       finalizers and write-ahead intents, one patch per object
+//! 6. `write`          (cloudflare) batched deletes, then batched upserts
+//! 7. `judge`          (pure)       [`verdict::judge`] per object
+//! 8. `publish`        (kube)       status, record prunes, finalizer removal, Events
+//! 9. `next_run`       (pure)       when the zone runs again
+//!
+//! Every decision lives in the pure modules (planner, verdict, status); this file only moves
+//! data between them and the two APIs, so a failure of any write is retried with backoff.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
@@ -16,15 +27,16 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::cloudflare::{classify_item_error, Client, Clients, ErrorKind};
-use crate::crd::{
-    DeletionPolicy, OriginCloudRegionMapping, OriginCloudRegionMappingStatus, FINALIZER, READY,
-};
+use crate::crd::{DeletionPolicy, OriginCloudRegionMapping, FINALIZER};
 use crate::credentials::{CredentialSource, Resolved};
 use crate::error::{Action, Problem};
 use crate::metrics::Metrics;
-use crate::planner::{plan_zone, ObjectView, Release, Step, UpsertKind, ZonePlan};
-use crate::wire::{Mapping, MappingInput, MAX_BATCH};
-use crate::zone_state::{backoff, TerminalMark, ZoneStates};
+use crate::ownership::{self, Entry, ObjectKey, ENTRIES_ANNOTATION};
+use crate::planner::{plan_zone, ObjectView, ZoneFacts, ZonePlan};
+use crate::status::{self, Note, Seen};
+use crate::verdict::{self, Judgement, Verdict, WriteResults};
+use crate::wire::{Mapping, MappingInput, SupportedRegions, MAX_BATCH};
+use crate::zone_state::{backoff, TerminalMark, ZoneState, ZoneStates};
 
 /// Field manager of every write the operator makes.
 pub const MANAGER: &str = "origin-region-operator";
@@ -68,6 +80,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Tunables.
     pub settings: Settings,
+    /// With leader election: confirms the Lease before every Cloudflare write batch.
+    pub lease: Option<crate::leader::LeaseGuard>,
 }
 
 /// What the scheduler should do after a zone reconcile.
@@ -75,351 +89,351 @@ pub struct Context {
 pub struct ZoneOutcome {
     /// Run this zone again after this long; `None` when no object names the zone any more.
     pub requeue_after: Option<Duration>,
-    /// Force a fresh list on the next run.
+    /// The delay is until the next full re-read (a resync), not a retry.
     pub refresh_next: bool,
     /// Other zones that must run now (an object moved between zones).
     pub wake: Vec<String>,
 }
 
-/// Result of the release of one object's previously owned entry.
-type ReleaseResult = Result<(), Problem>;
+/// One object of the zone with its resolved credentials.
+pub struct Member {
+    /// The cached object.
+    pub obj: Arc<OriginCloudRegionMapping>,
+    /// Its key.
+    pub key: ObjectKey,
+    /// Its credentials, or why it has none.
+    pub cred: Result<Resolved, Problem>,
+}
 
-/// The final word on one object after the writes.
-enum Verdict {
-    Ready {
-        ip: String,
-        wrote: Option<UpsertKind>,
-        adopted: bool,
-    },
-    NotReady {
-        problem: Problem,
-        owned: Option<(String, String)>,
-    },
-    Finalize {
-        released: Option<bool>,
-    },
-    Untouched,
+/// What one read of the zone learned.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Remote entries by canonical IP (empty when no credential could read the zone).
+    pub remote: BTreeMap<String, Mapping>,
+    /// Supported regions, when known.
+    pub catalog: Option<SupportedRegions>,
+    /// See [`ZoneState::capacity`].
+    pub capacity: Option<usize>,
+    /// Credentials that failed to read or prove the zone, by fingerprint.
+    pub refused: HashMap<u64, Problem>,
+}
+
+impl Snapshot {
+    /// The facts the planner needs.
+    pub fn facts(&self) -> ZoneFacts<'_> {
+        ZoneFacts {
+            remote: &self.remote,
+            catalog: self.catalog.as_ref(),
+            capacity: self.capacity,
+        }
+    }
+}
+
+/// A read of the whole zone failed: the problem and the server's requested wait.
+#[derive(Debug)]
+pub struct ZoneFailure {
+    /// What went wrong.
+    pub problem: Problem,
+    /// Retry-After, when given.
+    pub retry_after: Option<Duration>,
 }
 
 /// Reconciles `zone`; `refresh` forces a fresh list of the remote state (resync).
 pub async fn reconcile_zone(ctx: &Context, zone: &str, refresh: bool) -> ZoneOutcome {
-    let objects: Vec<Arc<OriginCloudRegionMapping>> = ctx
-        .store
-        .state()
-        .into_iter()
-        .filter(|o| o.spec.zone_id == zone || owned_zone(o) == Some(zone))
-        .collect();
-    if objects.is_empty() {
+    let members = members(ctx, zone);
+    if members.is_empty() {
         ctx.metrics.set_zone_mappings(zone, 0, 0);
         return ZoneOutcome::default();
     }
-    // Planning on a cache that has not yet seen our last status writes would take our own
-    // entries for strangers (a spurious "Adopted" and a second status write): wait for it.
-    if objects.iter().any(|o| {
+    // Planning on a cache that has not yet seen our last writes would take our own entries for
+    // strangers (a spurious "Adopted" and a second status write): wait for it.
+    if members.iter().any(|m| {
         ctx.zones
-            .cache_is_behind(&o.uid().unwrap_or_default(), o.resource_version())
+            .cache_is_behind(&m.obj.uid().unwrap_or_default(), m.obj.resource_version())
     }) {
         return ZoneOutcome {
             requeue_after: Some(Duration::from_millis(100)),
-            refresh_next: false,
-            wake: vec![],
+            ..Default::default()
         };
     }
     if refresh {
-        let uids: Vec<String> = objects.iter().filter_map(|o| o.uid()).collect();
+        let uids: Vec<String> = members.iter().filter_map(|m| m.obj.uid()).collect();
         ctx.zones.clear_terminal(&uids);
     }
-    // An object whose finalizer could not be added (e.g. the apiserver is down) gets no
-    // remote write yet: deleted before the next attempt, it would vanish without cleanup and
-    // orphan what was written. The zone retries with backoff.
-    let unguarded = ensure_finalizers(ctx, &objects).await;
+    let (members, mut kube_ok) = release_forced(ctx, members).await;
 
-    let resolved: HashMap<String, Result<Resolved, Problem>> = objects
-        .iter()
-        .map(|o| (key_of(o), ctx.creds.resolve(o)))
-        .collect();
-
-    // One credential that works lists the zone; writes use each object's own credential.
     let mut state = ctx.zones.get(zone);
+    let snapshot = read_zone(
+        &ctx.clients,
+        zone,
+        &mut state,
+        &members,
+        refresh,
+        ctx.settings.catalog_ttl,
+    )
+    .await;
+    ctx.zones.put(zone, state);
+    let snapshot = match snapshot {
+        Ok(s) => s,
+        Err(failure) => return fail_zone(ctx, zone, &members, failure, kube_ok).await,
+    };
+
+    let views = views(&members, &snapshot, |m| terminal_of(ctx, m));
+    let plan = plan_zone(zone, &views, snapshot.facts());
+    if !plan.is_noop() && !still_leading(ctx).await {
+        return lost_lease(ctx);
+    }
+    let (recorded, unrecorded) = record(ctx, &members, &plan).await;
+    kube_ok &= unrecorded.is_empty();
+    let mut results = WriteResults {
+        recorded,
+        ..Default::default()
+    };
+    let retry_after = write(ctx, zone, &members, &plan, &unrecorded, &mut results).await;
+    if results.lease_lost {
+        return lost_lease(ctx);
+    }
+
+    let judgements: Vec<Judgement> = views
+        .iter()
+        .zip(&plan.objects)
+        .map(|(v, p)| verdict::judge(zone, v, p, &results))
+        .collect();
+    remember_terminal(ctx, &members, &judgements, &results);
+    let state = ctx.zones.get(zone);
+    let seen_remote = state.remote.clone().unwrap_or_default();
+    let seen = Seen {
+        remote: &seen_remote,
+        catalog: snapshot.catalog.as_ref(),
+    };
+    kube_ok &= publish(ctx, zone, &members, &judgements, seen).await;
+    count_readiness(ctx, zone, &judgements);
+    next_run(ctx, zone, &judgements, kube_ok, retry_after)
+}
+
+/// (cache) The objects naming `zone` in spec or in their ownership record.
+fn members(ctx: &Context, zone: &str) -> Vec<Member> {
+    ctx.store
+        .state()
+        .into_iter()
+        .filter(|o| o.spec.zone_id == zone || ownership::owned_zones(o).contains(zone))
+        .map(|obj| Member {
+            key: ObjectKey::of(&obj),
+            cred: ctx.creds.resolve(&obj),
+            obj,
+        })
+        .collect()
+}
+
+/// (kube) Releases deleting objects annotated force-orphan without any Cloudflare call, so an
+/// outage never traps them; returns the other members and whether every write succeeded.
+async fn release_forced(ctx: &Context, members: Vec<Member>) -> (Vec<Member>, bool) {
+    let (forced, rest): (Vec<Member>, Vec<Member>) = members
+        .into_iter()
+        .partition(|m| m.obj.metadata.deletion_timestamp.is_some() && m.obj.force_orphan());
+    let releases = forced
+        .iter()
+        .filter(|m| m.obj.has_finalizer())
+        .map(|m| async move {
+            if !remove_finalizer(ctx, &m.obj).await {
+                return false;
+            }
+            let kept: Vec<Entry> = ownership::owned(&m.obj).into_iter().collect();
+            let j = Judgement {
+                key: m.key.clone(),
+                verdict: Verdict::Finalize {
+                    deleted: vec![],
+                    kept,
+                },
+                applied: None,
+                owned: BTreeSet::new(),
+                wake: None,
+            };
+            if let Some(note) = status::finalize_note(&j) {
+                publish_note(ctx, &m.obj, note).await;
+            }
+            true
+        });
+    let ok = bounded(releases, ctx.settings.kube_concurrency)
+        .await
+        .into_iter()
+        .all(|ok| ok);
+    (rest, ok)
+}
+
+/// (cloudflare) Reads what the zone holds: the snapshot (listed when not cached), the catalog
+/// (when older than its TTL), and a proof that every live object's credential may read the
+/// zone (a list page of one item), so nothing is Ready on another object's token.
+pub async fn read_zone(
+    clients: &Clients,
+    zone: &str,
+    state: &mut ZoneState,
+    members: &[Member],
+    refresh: bool,
+    catalog_ttl: Duration,
+) -> Result<Snapshot, ZoneFailure> {
+    let mut snap = Snapshot::default();
+    let mut creds: Vec<&Resolved> = Vec::new();
+    let mut live: HashSet<u64> = HashSet::new();
+    for m in members {
+        if let Ok(r) = &m.cred {
+            if !creds.iter().any(|c| c.fingerprint == r.fingerprint) {
+                creds.push(r);
+            }
+            if m.obj.metadata.deletion_timestamp.is_none() && m.obj.spec.zone_id == zone {
+                live.insert(r.fingerprint);
+            }
+        }
+    }
     if refresh {
         state.remote = None;
+        state.proven.clear();
     }
-    let listers: Vec<&Resolved> = {
-        let mut seen = HashSet::new();
-        objects
-            .iter()
-            .filter_map(|o| resolved[&key_of(o)].as_ref().ok())
-            .filter(|r| seen.insert(r.fingerprint))
-            .collect()
+    let fail = |e: &crate::cloudflare::Error| ZoneFailure {
+        problem: Problem::from_list_error(e),
+        retry_after: e.retry_after(),
     };
-    let mut unauthorized: HashMap<u64, Problem> = HashMap::new();
     if state.remote.is_none() {
-        for lister in &listers {
-            let client = ctx.clients.client(lister.credentials.clone());
-            match client.list_all(zone).await {
+        for r in &creds {
+            match clients.client(r.credentials.clone()).list_all(zone).await {
                 Ok(list) => {
                     state.remote =
                         Some(list.into_iter().map(|m| (m.origin_ip.clone(), m)).collect());
                     state.listed_at = Some(Instant::now());
+                    state.proven.insert(r.fingerprint);
                     break;
                 }
                 Err(e) if e.kind() == ErrorKind::Unauthorized => {
-                    unauthorized.insert(lister.fingerprint, Problem::from_error(&e));
+                    state.proven.remove(&r.fingerprint);
+                    snap.refused.insert(r.fingerprint, Problem::from_error(&e));
                 }
                 Err(e) => {
-                    tracing::warn!(zone, error = %e, "listing the zone failed; will retry");
-                    let problem = Problem::from_error(&e);
-                    return fail_transient(ctx, zone, &objects, problem, e.retry_after()).await;
+                    tracing::warn!(zone, error = %e, "listing the zone failed");
+                    return Err(fail(&e));
                 }
             }
         }
     }
-    let catalog_stale = state
-        .catalog_at
-        .is_none_or(|t| t.elapsed() >= ctx.settings.catalog_ttl)
-        || refresh;
-    if catalog_stale {
-        if let Some(lister) = listers
-            .iter()
-            .find(|l| !unauthorized.contains_key(&l.fingerprint))
-        {
-            let client = ctx.clients.client(lister.credentials.clone());
-            match client.supported_regions(zone).await {
+    let working = creds
+        .iter()
+        .find(|r| !snap.refused.contains_key(&r.fingerprint) && state.remote.is_some());
+    if let Some(r) = working {
+        let stale = state.catalog_at.is_none_or(|t| t.elapsed() >= catalog_ttl);
+        if stale {
+            match clients
+                .client(r.credentials.clone())
+                .supported_regions(zone)
+                .await
+            {
                 Ok(c) => state.catalog = Some(c),
-                // Without a catalog, Cloudflare still validates each write; the colos are
-                // just not reported.
+                // Without a catalog, Cloudflare still validates each write; the colos are just
+                // not reported.
                 Err(e) => tracing::info!(zone, error = %e, "supported regions unavailable"),
             }
             state.catalog_at = Some(Instant::now());
         }
     }
-    let remote_known = state.remote.is_some();
-    let remote = state.remote.clone().unwrap_or_default();
-    ctx.zones.put(zone, state.clone());
-
-    // Build the planner's view; objects without usable credentials are blocked, and without a
-    // known remote state nothing is released.
-    let mut views = Vec::with_capacity(objects.len());
-    let mut verdicts: HashMap<String, Verdict> = HashMap::new();
-    for o in &objects {
-        let key = key_of(o);
-        if unguarded.contains(&key) {
-            continue;
-        }
-        let cred = match &resolved[&key] {
-            Ok(r) => unauthorized.get(&r.fingerprint).cloned().map_or(Ok(r), Err),
-            Err(p) => Err(p.clone()),
-        };
-        let deleting = o.metadata.deletion_timestamp.is_some();
-        if deleting && o.force_orphan() {
-            verdicts.insert(
-                key,
-                Verdict::Finalize {
-                    released: Some(false),
-                },
-            );
-            continue;
-        }
-        let cred_problem = cred.as_ref().err().cloned();
-        let problem = match cred {
-            Ok(r) if !deleting => {
-                ctx.zones
-                    .terminal(&o.uid().unwrap_or_default(), generation(o), r.fingerprint)
+    if state.remote.is_some() {
+        for r in &creds {
+            let fp = r.fingerprint;
+            if !live.contains(&fp) || state.proven.contains(&fp) || snap.refused.contains_key(&fp) {
+                continue;
             }
-            Ok(_) => None,
-            Err(p) => Some(p),
-        };
-        if !remote_known || (deleting && cred_problem.is_some()) {
-            // Nothing can be released safely: say why and wait. (Without a known remote state
-            // some credential problem is always the cause: a working one would have listed.)
-            let p = problem.clone().unwrap_or(Problem::NoCredentials);
-            let owned = owned_entry(o);
-            let p = match (deleting, &owned) {
-                (true, Some((z, ip))) if o.spec.deletion_policy == DeletionPolicy::Delete => {
-                    Problem::DeletionBlocked {
-                        zone: z.clone(),
-                        ip: ip.clone(),
-                        why: p.to_string(),
-                    }
-                }
-                // Nothing recorded to clean up: release it rather than trap it behind a
-                // credential that may never be fixed.
-                (true, _) => {
-                    verdicts.insert(key, Verdict::Finalize { released: None });
-                    continue;
-                }
-                _ => p,
-            };
-            verdicts.insert(key, Verdict::NotReady { problem: p, owned });
-            continue;
-        }
-        views.push(view_of(o, problem));
-    }
-
-    let plan = plan_zone(zone, &views, &remote, state.catalog.as_ref());
-    let by_key: HashMap<String, &Arc<OriginCloudRegionMapping>> =
-        objects.iter().map(|o| (key_of(o), o)).collect();
-    let client_of = |key: &str| -> Option<(u64, Client)> {
-        let r = resolved.get(key)?.as_ref().ok()?;
-        Some((r.fingerprint, ctx.clients.client(r.credentials.clone())))
-    };
-
-    let mut retry_after: Option<Duration> = None;
-    let mut transient = !unguarded.is_empty();
-    let releases = run_deletes(ctx, zone, &plan, &client_of, &mut retry_after).await;
-    let upserts = run_upserts(ctx, zone, &plan, &releases, &client_of, &mut retry_after).await;
-
-    let mut wake = Vec::new();
-    for p in &plan.objects {
-        let o = by_key[&p.key];
-        let released: Option<ReleaseResult> = match &p.release {
-            None => None,
-            Some(Release::Forget) => Some(Ok(())),
-            Some(Release::Delete(_)) => releases.get(&p.key).cloned().or(Some(Ok(()))),
-        };
-        let owned_after = match &released {
-            Some(Ok(())) => None,
-            _ => owned_entry(o),
-        };
-        if let Some(Err(problem)) = released {
-            let problem = if o.metadata.deletion_timestamp.is_some()
-                && problem.action() == Action::WaitForChange
+            match clients
+                .client(r.credentials.clone())
+                .list_page(zone, 1, 1)
+                .await
             {
-                let (z, ip) = owned_entry(o).unwrap_or_default();
-                Problem::DeletionBlocked {
-                    zone: z,
-                    ip,
-                    why: problem.to_string(),
+                Ok(_) => {
+                    state.proven.insert(fp);
                 }
-            } else {
-                problem
+                Err(e) => {
+                    snap.refused.insert(fp, Problem::from_list_error(&e));
+                }
+            }
+        }
+    }
+    snap.remote = state.remote.clone().unwrap_or_default();
+    snap.catalog = state.catalog.clone();
+    snap.capacity = state.capacity;
+    Ok(snap)
+}
+
+/// (pure) The planner's view of every member: its spec, record and what blocks it.
+pub fn views(
+    members: &[Member],
+    snap: &Snapshot,
+    terminal: impl Fn(&Member) -> Option<Problem>,
+) -> Vec<ObjectView> {
+    members
+        .iter()
+        .map(|m| {
+            let blocked = match &m.cred {
+                Err(p) => Some(p.clone()),
+                Ok(r) => snap.refused.get(&r.fingerprint).cloned().or_else(|| {
+                    m.obj
+                        .metadata
+                        .deletion_timestamp
+                        .is_none()
+                        .then(|| terminal(m))
+                        .flatten()
+                }),
             };
-            verdicts.insert(
-                p.key.clone(),
-                Verdict::NotReady {
-                    problem,
-                    owned: owned_after,
-                },
-            );
-            continue;
-        }
-        let verdict = match &p.step {
-            Step::InSync { adopted } => Verdict::Ready {
-                ip: claim_ip(o),
-                wrote: None,
-                adopted: *adopted,
-            },
-            Step::Upsert(input, kind) => match upserts.get(&p.key) {
-                Some(Ok(())) => Verdict::Ready {
-                    ip: input.origin_ip.clone(),
-                    wrote: Some(*kind),
-                    adopted: *kind == UpsertKind::Adopt,
-                },
-                Some(Err(problem)) => Verdict::NotReady {
-                    problem: problem.clone(),
-                    owned: owned_after,
-                },
-                None => Verdict::NotReady {
-                    problem: Problem::CloudflareUnavailable("the write was not attempted".into()),
-                    owned: owned_after,
-                },
-            },
-            Step::Blocked(problem) => Verdict::NotReady {
-                problem: problem.clone(),
-                owned: owned_after,
-            },
-            Step::WaitForRelease => {
-                if let Some((z, _)) = owned_entry(o) {
-                    wake.push(z);
-                }
-                Verdict::Untouched
-            }
-            Step::Finalize => Verdict::Finalize {
-                released: released.map(|_| matches!(p.release, Some(Release::Delete(_)))),
-            },
-            Step::Skip if released.is_some() => {
-                // Moved away from this zone: the old entry is released, the new zone applies.
-                wake.push(o.spec.zone_id.clone());
-                let (z, ip) = owned_entry(o).unwrap_or_default();
-                Verdict::NotReady {
-                    problem: Problem::Moving { zone: z, ip },
-                    owned: None,
-                }
-            }
-            Step::Skip => Verdict::Untouched,
-        };
-        verdicts.insert(p.key.clone(), verdict);
-    }
+            view_of(&m.obj, blocked)
+        })
+        .collect()
+}
 
-    // Terminal API errors are remembered so the next reconcile makes no call for them.
-    for (key, v) in &verdicts {
-        if let Verdict::NotReady { problem, .. } = v {
-            if problem.action() == Action::Retry && !matches!(problem, Problem::Moving { .. }) {
-                transient = true;
-            }
-            let from_api = matches!(
-                problem,
-                Problem::ZoneLimitReached { .. }
-                    | Problem::Unauthorized(_)
-                    | Problem::Rejected(_)
-                    | Problem::InvalidOriginIp(_)
-                    | Problem::RegionNotSupported(_)
-            );
-            if from_api && upserts.contains_key(key) {
-                let o = by_key[key];
-                if let Some(Ok(r)) = resolved.get(key) {
-                    ctx.zones.mark_terminal(
-                        &o.uid().unwrap_or_default(),
-                        TerminalMark {
-                            generation: generation(o),
-                            fingerprint: r.fingerprint,
-                            problem: problem.clone(),
-                        },
-                    );
-                }
-            }
-        }
-    }
+fn terminal_of(ctx: &Context, m: &Member) -> Option<Problem> {
+    let r = m.cred.as_ref().ok()?;
+    ctx.zones.terminal(
+        &m.obj.uid().unwrap_or_default(),
+        generation(&m.obj),
+        r.fingerprint,
+    )
+}
 
-    let (mut ready, mut not_ready) = (0i64, 0i64);
-    for v in verdicts.values() {
-        match v {
-            Verdict::Ready { .. } => ready += 1,
-            Verdict::NotReady { .. } => not_ready += 1,
-            _ => {}
+/// (kube) Adds the finalizer and records write-ahead intents, one patch per object that needs
+/// either; returns the objects whose intent is recorded and those whose patch failed.
+async fn record(
+    ctx: &Context,
+    members: &[Member],
+    plan: &ZonePlan,
+) -> (HashSet<ObjectKey>, HashSet<ObjectKey>) {
+    let intents: HashMap<&ObjectKey, &Entry> = plan
+        .objects
+        .iter()
+        .filter_map(|p| Some((&p.key, p.intent.as_ref()?)))
+        .collect();
+    let patches = members
+        .iter()
+        .filter(|m| m.obj.metadata.deletion_timestamp.is_none())
+        .filter_map(|m| {
+            let intent = intents.get(&m.key).copied();
+            if m.obj.has_finalizer() && intent.is_none() {
+                return None;
+            }
+            let mut entries = ownership::recorded(&m.obj);
+            entries.extend(intent.cloned());
+            Some(async move {
+                let ok = apply_metadata(ctx, &m.obj, true, &entries, "finalizer").await;
+                (m.key.clone(), intent.is_some(), ok)
+            })
+        });
+    let mut recorded = HashSet::new();
+    let mut failed = HashSet::new();
+    for (key, had_intent, ok) in bounded(patches, ctx.settings.kube_concurrency).await {
+        match (ok, had_intent) {
+            (true, true) => {
+                recorded.insert(key);
+            }
+            (true, false) => {}
+            (false, _) => {
+                failed.insert(key);
+            }
         }
     }
-    // Each write future is made only when a slot frees up, and all borrow one catalog:
-    // collecting them first held a future (~5 KB) and a catalog copy (~2.5 KB) per object,
-    // ~28 MB for a zone of 3,500 (issue 7's benchmark, heaptrack).
-    let catalog = state.catalog.as_ref();
-    let writes = verdicts
-        .into_iter()
-        .map(|(key, v)| write_outcome(ctx, zone, by_key[&key], v, catalog));
-    bounded(writes, ctx.settings.kube_concurrency).await;
-    ctx.metrics.set_zone_mappings(zone, ready, not_ready);
-
-    let mut state = ctx.zones.get(zone);
-    if transient {
-        state.failures += 1;
-        let delay = backoff(state.failures, retry_after);
-        ctx.zones.put(zone, state);
-        ctx.metrics.reconcile("retry");
-        ZoneOutcome {
-            requeue_after: Some(delay),
-            refresh_next: false,
-            wake,
-        }
-    } else {
-        state.failures = 0;
-        ctx.zones.put(zone, state);
-        ctx.metrics.reconcile("ok");
-        ZoneOutcome {
-            requeue_after: Some(ctx.settings.resync),
-            refresh_next: true,
-            wake,
-        }
-    }
+    (recorded, failed)
 }
 
 /// One remote write planned for an object.
@@ -437,89 +451,142 @@ impl Write {
     }
 }
 
-/// Deletes released entries in batches; returns each object's release result.
-async fn run_deletes(
+/// (cloudflare) Deletes released entries, then upserts, in batches per credential; fills
+/// `results` and returns the longest Retry-After seen. An object without its finalizer or
+/// intent recorded (`unrecorded`), or whose release failed, gets no upsert.
+async fn write(
     ctx: &Context,
     zone: &str,
+    members: &[Member],
     plan: &ZonePlan,
-    client_of: &impl Fn(&str) -> Option<(u64, Client)>,
-    retry_after: &mut Option<Duration>,
-) -> HashMap<String, ReleaseResult> {
-    let writes = plan
+    unrecorded: &HashSet<ObjectKey>,
+    results: &mut WriteResults,
+) -> Option<Duration> {
+    let creds: HashMap<&ObjectKey, &Result<Resolved, Problem>> =
+        members.iter().map(|m| (&m.key, &m.cred)).collect();
+    let mut retry_after = None;
+    let deletes: Vec<(ObjectKey, Write)> = plan
         .deletes()
-        .map(|(key, ip)| (key.to_string(), Write::Delete(ip.to_string())))
+        .map(|(k, ip)| (k.clone(), Write::Delete(ip.to_string())))
         .collect();
-    run_writes(ctx, zone, writes, client_of, retry_after).await
-}
-
-/// Writes upserts in batches, skipping objects whose release failed.
-async fn run_upserts(
-    ctx: &Context,
-    zone: &str,
-    plan: &ZonePlan,
-    releases: &HashMap<String, ReleaseResult>,
-    client_of: &impl Fn(&str) -> Option<(u64, Client)>,
-    retry_after: &mut Option<Duration>,
-) -> HashMap<String, Result<(), Problem>> {
-    let writes = plan
-        .upserts()
-        .filter(|(key, _, _)| !matches!(releases.get(*key), Some(Err(_))))
-        .map(|(key, input, _)| (key.to_string(), Write::Upsert(input.clone())))
+    for ((key, w), r) in run_writes(
+        ctx,
+        zone,
+        deletes,
+        &creds,
+        &mut retry_after,
+        &mut results.lease_lost,
+    )
+    .await
+    {
+        results.deletes.insert((key, w.ip().to_string()), r);
+    }
+    let release_failed: HashSet<&ObjectKey> = results
+        .deletes
+        .iter()
+        .filter(|(_, r)| r.is_err())
+        .map(|((k, _), _)| k)
         .collect();
-    run_writes(ctx, zone, writes, client_of, retry_after).await
+    let mut upserts = Vec::new();
+    for (key, input, _) in plan.upserts() {
+        if release_failed.contains(key) {
+            continue;
+        }
+        if unrecorded.contains(key) {
+            let p = Problem::KubernetesWriteFailed {
+                what: "the finalizer and ownership record",
+                why: "the patch was refused or failed".into(),
+            };
+            results.upserts.insert(key.clone(), Err(p));
+            continue;
+        }
+        upserts.push((key.clone(), Write::Upsert(input.clone())));
+    }
+    if results.lease_lost {
+        return retry_after;
+    }
+    let lost = &mut results.lease_lost;
+    for ((key, _), r) in run_writes(ctx, zone, upserts, &creds, &mut retry_after, lost).await {
+        results.upserts.insert(key, r);
+    }
+    retry_after
 }
 
 /// Makes writes of one kind, grouped by credential and in batches of at most 100 (a single
-/// call for a lone item), keeps the zone's snapshot in step, and returns each object's result.
+/// call for a lone item), keeps the zone's snapshot in step, and returns each item's result.
 async fn run_writes(
     ctx: &Context,
     zone: &str,
-    writes: Vec<(String, Write)>,
-    client_of: &impl Fn(&str) -> Option<(u64, Client)>,
+    writes: Vec<(ObjectKey, Write)>,
+    creds: &HashMap<&ObjectKey, &Result<Resolved, Problem>>,
     retry_after: &mut Option<Duration>,
-) -> HashMap<String, Result<(), Problem>> {
-    let mut results = HashMap::new();
-    let mut groups: BTreeMap<u64, (Client, Vec<(String, Write)>)> = BTreeMap::new();
-    for (key, write) in writes {
-        match client_of(&key) {
-            Some((fp, client)) => groups
-                .entry(fp)
-                .or_insert((client, vec![]))
+    lease_lost: &mut bool,
+) -> Vec<((ObjectKey, Write), Result<(), Problem>)> {
+    let mut out = Vec::new();
+    let mut groups: BTreeMap<u64, (Client, Vec<(ObjectKey, Write)>)> = BTreeMap::new();
+    for (key, w) in writes {
+        match creds.get(&key) {
+            Some(Ok(r)) => groups
+                .entry(r.fingerprint)
+                .or_insert_with(|| (ctx.clients.client(r.credentials.clone()), vec![]))
                 .1
-                .push((key, write)),
-            None => {
-                results.insert(key, Err(Problem::NoCredentials));
+                .push((key, w)),
+            Some(Err(p)) => out.push(((key, w), Err(p.clone()))),
+            None => out.push(((key, w), Err(Problem::NoCredentials))),
+        }
+    }
+    for (fp, (client, items)) in groups {
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            let chunk: Vec<(ObjectKey, Write)> = items.by_ref().take(MAX_BATCH).collect();
+            if !still_leading(ctx).await {
+                *lease_lost = true;
+                return out;
+            }
+            let outcomes = call_chunk(&client, zone, &chunk, retry_after).await;
+            for ((key, w), r) in chunk.into_iter().zip(outcomes) {
+                note_result(ctx, zone, fp, &w, &r);
+                out.push(((key, w), r));
             }
         }
     }
-    for (_, (client, items)) in groups {
-        for chunk in items.chunks(MAX_BATCH) {
-            let outcomes = call_chunk(&client, zone, chunk, retry_after).await;
-            for ((key, write), r) in chunk.iter().zip(outcomes) {
-                match (&r, write) {
-                    (Ok(()), Write::Delete(ip)) => ctx.zones.update_remote(zone, |m| {
-                        m.remove(ip);
-                    }),
-                    (Ok(()), Write::Upsert(input)) => ctx.zones.update_remote(zone, |m| {
-                        m.insert(
-                            input.origin_ip.clone(),
-                            Mapping {
-                                origin_ip: input.origin_ip.clone(),
-                                vendor: input.vendor.clone(),
-                                region: input.region.clone(),
-                                modified_on: None,
-                            },
-                        );
-                    }),
-                    // The outcome of a failed call is unknown: read the zone again next time.
-                    (Err(p), _) if p.action() == Action::Retry => ctx.zones.invalidate(zone),
-                    (Err(_), _) => {}
-                }
-                results.insert(key.clone(), r);
+    out
+}
+
+/// Keeps the zone's memory in step with one write's result.
+fn note_result(ctx: &Context, zone: &str, fp: u64, w: &Write, r: &Result<(), Problem>) {
+    match (r, w) {
+        (Ok(()), Write::Delete(ip)) => ctx.zones.update(zone, |s| {
+            if let Some(m) = s.remote.as_mut() {
+                m.remove(ip);
             }
-        }
+            s.proven.insert(fp);
+        }),
+        (Ok(()), Write::Upsert(input)) => ctx.zones.update(zone, |s| {
+            if let Some(m) = s.remote.as_mut() {
+                m.insert(
+                    input.origin_ip.clone(),
+                    Mapping {
+                        origin_ip: input.origin_ip.clone(),
+                        vendor: input.vendor.clone(),
+                        region: input.region.clone(),
+                        modified_on: None,
+                    },
+                );
+            }
+            s.proven.insert(fp);
+        }),
+        // The zone is full at its current size: no create is sent until it has room.
+        (Err(Problem::ZoneLimitReached { .. }), _) => ctx.zones.update(zone, |s| {
+            s.capacity = s.remote.as_ref().map(|m| m.len());
+        }),
+        (Err(Problem::Unauthorized(_)), _) => ctx.zones.update(zone, |s| {
+            s.proven.remove(&fp);
+        }),
+        // The outcome of a failed call is unknown: read the zone again next time.
+        (Err(p), _) if p.action() == Action::Retry => ctx.zones.invalidate(zone),
+        (Err(_), _) => {}
     }
-    results
 }
 
 /// Sends one chunk (all deletes or all upserts) and returns a result per item, in order.
@@ -527,7 +594,7 @@ async fn run_writes(
 async fn call_chunk(
     client: &Client,
     zone: &str,
-    chunk: &[(String, Write)],
+    chunk: &[(ObjectKey, Write)],
     retry_after: &mut Option<Duration>,
 ) -> Vec<Result<(), Problem>> {
     let is_delete = matches!(chunk[0].1, Write::Delete(_));
@@ -597,195 +664,303 @@ async fn call_chunk(
         .collect()
 }
 
-/// Reports a zone-wide transient failure on objects that are not Ready yet, and backs off.
-async fn fail_transient(
-    ctx: &Context,
-    zone: &str,
-    objects: &[Arc<OriginCloudRegionMapping>],
-    problem: Problem,
-    retry_after: Option<Duration>,
-) -> ZoneOutcome {
-    let pending = objects
-        .iter()
-        .filter(|o| o.spec.zone_id == zone && !is_ready(o))
-        .map(|o| {
-            let v = Verdict::NotReady {
-                problem: problem.clone(),
-                owned: owned_entry(o),
-            };
-            write_outcome(ctx, zone, o, v, None)
-        });
-    bounded(pending, ctx.settings.kube_concurrency).await;
-    let mut state = ctx.zones.get(zone);
-    state.failures += 1;
-    let delay = backoff(state.failures, retry_after);
-    ctx.zones.put(zone, state);
-    ctx.metrics.reconcile("retry");
-    ZoneOutcome {
-        requeue_after: Some(delay),
-        refresh_next: false,
-        wake: vec![],
+/// Whether this process may write: always without leader election, else it must still hold
+/// the Lease right now.
+async fn still_leading(ctx: &Context) -> bool {
+    match &ctx.lease {
+        None => true,
+        Some(guard) => guard.holds().await,
     }
 }
 
-/// Writes an object's status, Event and finalizer as its verdict says, each only on change.
-async fn write_outcome(
+/// The Lease is gone: write nothing more (not even status, from what may be a stale cache) and
+/// come back later; the lease manager stops this process meanwhile.
+fn lost_lease(ctx: &Context) -> ZoneOutcome {
+    tracing::warn!("this process no longer holds the Lease; not writing");
+    ctx.metrics.reconcile("lease-lost");
+    ZoneOutcome {
+        requeue_after: Some(Duration::from_secs(1)),
+        ..Default::default()
+    }
+}
+
+/// Remembers Cloudflare's terminal answers to upserts, so the next reconcile makes no call for
+/// them until the object's generation or credentials change.
+fn remember_terminal(
+    ctx: &Context,
+    members: &[Member],
+    judgements: &[Judgement],
+    results: &WriteResults,
+) {
+    let by_key: HashMap<&ObjectKey, &Member> = members.iter().map(|m| (&m.key, m)).collect();
+    for j in judgements {
+        let Verdict::NotReady(problem) = &j.verdict else {
+            continue;
+        };
+        let attempted = matches!(results.upserts.get(&j.key), Some(Err(p)) if p == problem);
+        if !(attempted && problem.is_remembered()) {
+            continue;
+        }
+        let m = by_key[&j.key];
+        if let Ok(r) = &m.cred {
+            ctx.zones.mark_terminal(
+                &m.obj.uid().unwrap_or_default(),
+                TerminalMark {
+                    generation: generation(&m.obj),
+                    fingerprint: r.fingerprint,
+                    problem: problem.clone(),
+                },
+            );
+        }
+    }
+}
+
+/// (kube) Writes each object's status, record prune, finalizer removal and Event as its
+/// judgement says, each only on change; false when any write failed (the zone then retries).
+async fn publish(
+    ctx: &Context,
+    zone: &str,
+    members: &[Member],
+    judgements: &[Judgement],
+    seen: Seen<'_>,
+) -> bool {
+    let by_key: HashMap<&ObjectKey, &Member> = members.iter().map(|m| (&m.key, m)).collect();
+    let now = Time(jiff::Timestamp::now());
+    let writes = judgements
+        .iter()
+        .map(|j| publish_one(ctx, zone, &by_key[&j.key].obj, j, seen, &now));
+    bounded(writes, ctx.settings.kube_concurrency)
+        .await
+        .into_iter()
+        .all(|ok| ok)
+}
+
+async fn publish_one(
     ctx: &Context,
     zone: &str,
     o: &OriginCloudRegionMapping,
-    verdict: Verdict,
-    catalog: Option<&crate::wire::SupportedRegions>,
-) {
-    let api = api_of(ctx, o);
-    let name = o.name_any();
-    let old = o.status.clone().unwrap_or_default();
-    let now = Time(jiff::Timestamp::now());
-    let (status, event) = match verdict {
-        Verdict::Untouched => return,
-        Verdict::Finalize { released } => {
-            if o.has_finalizer() && remove_finalizer(ctx, &api, o).await {
-                let note = match (released, owned_entry(o)) {
-                    (Some(true), Some((z, ip))) => Some((
-                        "Deleted",
-                        format!("removed remote mapping {ip} from zone {z}"),
-                    )),
-                    (Some(false), Some((z, ip))) => {
-                        Some(("Orphaned", format!("left remote mapping {ip} in zone {z}")))
-                    }
-                    _ => None,
-                };
-                if let Some((reason, note)) = note {
-                    publish(ctx, o, EventType::Normal, reason, note).await;
-                }
-            }
-            return;
+    j: &Judgement,
+    seen: Seen<'_>,
+    now: &Time,
+) -> bool {
+    if let Verdict::Finalize { .. } = j.verdict {
+        if !o.has_finalizer() {
+            return true;
         }
-        Verdict::Ready { ip, wrote, adopted } => {
-            let colos = catalog
-                .and_then(|c| c.region(&o.spec.vendor, &o.spec.region))
-                .map(|r| r.upper_tier_colos.clone())
-                .or_else(|| old.upper_tier_colos.clone());
-            let changed = wrote.is_some() || adopted || old.origin_ip.as_deref() != Some(&ip);
-            let message = format!(
-                "{} {} is mapped to {} {}",
-                zone, ip, o.spec.vendor, o.spec.region
-            );
-            let status = OriginCloudRegionMappingStatus {
-                observed_generation: Some(generation(o)),
-                zone_id: Some(zone.to_string()),
-                origin_ip: Some(ip.clone()),
-                upper_tier_colos: colos,
-                last_sync_time: if changed {
-                    Some(now.clone())
-                } else {
-                    old.last_sync_time.clone()
-                },
-                conditions: vec![condition(&old, o, "True", "Synced", &message, &now)],
-            };
-            let event = match (wrote, adopted) {
-                (_, true) => Some((
-                    EventType::Normal,
-                    "Adopted",
-                    format!("adopted existing remote mapping {ip} in zone {zone}"),
-                )),
-                (Some(UpsertKind::Create), _) => Some((
-                    EventType::Normal,
-                    "Created",
-                    format!(
-                        "created remote mapping {ip} → {} {}",
-                        o.spec.vendor, o.spec.region
-                    ),
-                )),
-                (Some(UpsertKind::Update), _) => Some((
-                    EventType::Normal,
-                    "Updated",
-                    format!(
-                        "updated remote mapping {ip} → {} {}",
-                        o.spec.vendor, o.spec.region
-                    ),
-                )),
-                (Some(UpsertKind::DriftCorrect), _) => Some((
-                    EventType::Normal,
-                    "DriftCorrected",
-                    format!(
-                        "remote mapping {ip} had changed out of band; restored {} {}",
-                        o.spec.vendor, o.spec.region
-                    ),
-                )),
-                _ => None,
-            };
-            (status, event)
+        if !remove_finalizer(ctx, o).await {
+            return false;
         }
-        Verdict::NotReady { problem, owned } => {
-            let (zone_id, origin_ip) = owned.map_or((None, None), |(z, ip)| (Some(z), Some(ip)));
-            let status = OriginCloudRegionMappingStatus {
-                observed_generation: Some(generation(o)),
-                zone_id,
-                origin_ip,
-                upper_tier_colos: old.upper_tier_colos.clone(),
-                last_sync_time: old.last_sync_time.clone(),
-                conditions: vec![condition(
-                    &old,
-                    o,
-                    "False",
-                    problem.reason(),
-                    &problem.to_string(),
-                    &now,
-                )],
-            };
-            let reason_changed = o
-                .ready_condition()
-                .is_none_or(|c| c.reason != problem.reason() || c.message != problem.to_string());
-            let event = reason_changed.then(|| {
-                let kind = if matches!(problem, Problem::Moving { .. }) {
-                    EventType::Normal
-                } else {
-                    EventType::Warning
-                };
-                (kind, problem.reason(), problem.to_string())
-            });
-            (status, event)
+        if let Some(note) = status::finalize_note(j) {
+            publish_note(ctx, o, note).await;
         }
-    };
-    if status != old {
-        let patch = apply_body("status", json!(status));
-        match api
-            .patch_status(
-                &name,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await
-        {
-            Ok(after) => {
-                ctx.metrics.kube_write("status");
-                ctx.zones.note_write(
-                    &o.uid().unwrap_or_default(),
-                    o.resource_version(),
-                    after.resource_version(),
-                );
-            }
-            Err(e) if is_not_found(&e) => return,
-            Err(e) => tracing::warn!(object = %key_of(o), error = %e, "writing status failed"),
+        return true;
+    }
+    let mut note = None;
+    if let Some((new, n)) = status::render(o, zone, j, seen, now) {
+        if o.status.as_ref() != Some(&new) && !write_status(ctx, o, &new).await {
+            return false;
+        }
+        note = n;
+    }
+    if let Some(entries) = verdict::record_to_prune(&ownership::recorded(o), &j.owned) {
+        if !apply_metadata(ctx, o, o.has_finalizer(), &entries, "record").await {
+            return false;
         }
     }
-    if let Some((kind, reason, note)) = event {
-        publish(ctx, o, kind, reason, note).await;
+    if let Some(note) = note {
+        publish_note(ctx, o, note).await;
+    }
+    true
+}
+
+/// (kube, pure decisions) A read of the zone failed: nothing is written to Cloudflare. Every
+/// member is planned as blocked by the failure, so owned entries are kept, deletions report
+/// `DeletionBlocked` (naming force-orphan) and moves `MoveBlocked`, while objects that need no
+/// call (nothing recorded, or orphaning) are still released. Objects Ready for their current
+/// generation keep Ready: the outage says nothing about their entries.
+async fn fail_zone(
+    ctx: &Context,
+    zone: &str,
+    members: &[Member],
+    failure: ZoneFailure,
+    kube_ok: bool,
+) -> ZoneOutcome {
+    let snap = Snapshot::default();
+    let problem = failure.problem.clone();
+    let views = views(members, &snap, |_| None)
+        .into_iter()
+        .map(|mut v| {
+            v.blocked = Some(problem.clone());
+            v
+        })
+        .collect::<Vec<_>>();
+    let plan = plan_zone(zone, &views, snap.facts());
+    debug_assert!(plan.is_noop(), "a failed zone plans no Cloudflare write");
+    let results = WriteResults::default();
+    let judgements: Vec<Judgement> = views
+        .iter()
+        .zip(&plan.objects)
+        .zip(members)
+        .map(|((v, p), m)| {
+            let mut j = verdict::judge(zone, v, p, &results);
+            if ready_now(&m.obj) && !v.deleting && v.zone_id == zone {
+                j.verdict = Verdict::Untouched;
+            }
+            j
+        })
+        .collect();
+    let seen = Seen {
+        remote: &snap.remote,
+        catalog: None,
+    };
+    let kube_ok = publish(ctx, zone, members, &judgements, seen).await && kube_ok;
+    let transient = problem.action() == Action::Retry || !kube_ok;
+    let mut state = ctx.zones.get(zone);
+    let wake = judgements.iter().filter_map(|j| j.wake.clone()).collect();
+    if transient {
+        state.failures += 1;
+        let delay = backoff(state.failures, failure.retry_after);
+        ctx.zones.put(zone, state);
+        ctx.metrics.reconcile("retry");
+        ZoneOutcome {
+            requeue_after: Some(delay),
+            refresh_next: false,
+            wake,
+        }
+    } else {
+        // A permanent error (a wrong zone id): retried only at resync or on a change.
+        state.failures = 0;
+        ctx.zones.put(zone, state);
+        ctx.metrics.reconcile("error");
+        ZoneOutcome {
+            requeue_after: Some(ctx.settings.resync),
+            refresh_next: true,
+            wake,
+        }
     }
 }
 
-/// Removes the operator's finalizer; true when this call released the object.
+fn count_readiness(ctx: &Context, zone: &str, judgements: &[Judgement]) {
+    let (mut ready, mut not_ready) = (0i64, 0i64);
+    for j in judgements {
+        match j.verdict {
+            Verdict::Ready { .. } => ready += 1,
+            Verdict::NotReady(_) => not_ready += 1,
+            _ => {}
+        }
+    }
+    ctx.metrics.set_zone_mappings(zone, ready, not_ready);
+}
+
+/// (pure decision) Retry with backoff after a transient problem or a failed Kubernetes write;
+/// otherwise come back at the next resync.
+fn next_run(
+    ctx: &Context,
+    zone: &str,
+    judgements: &[Judgement],
+    kube_ok: bool,
+    retry_after: Option<Duration>,
+) -> ZoneOutcome {
+    let wake = judgements.iter().filter_map(|j| j.wake.clone()).collect();
+    let mut state = ctx.zones.get(zone);
+    if verdict::needs_retry(judgements) || !kube_ok {
+        state.failures += 1;
+        let delay = backoff(state.failures, retry_after);
+        ctx.zones.put(zone, state);
+        ctx.metrics.reconcile("retry");
+        ZoneOutcome {
+            requeue_after: Some(delay),
+            refresh_next: false,
+            wake,
+        }
+    } else {
+        state.failures = 0;
+        ctx.zones.put(zone, state);
+        ctx.metrics.reconcile("ok");
+        ZoneOutcome {
+            requeue_after: Some(ctx.settings.resync),
+            refresh_next: true,
+            wake,
+        }
+    }
+}
+
+/// Writes a status by server-side apply; true when written (or the object is gone).
+async fn write_status(
+    ctx: &Context,
+    o: &OriginCloudRegionMapping,
+    status: &crate::crd::OriginCloudRegionMappingStatus,
+) -> bool {
+    let patch = apply_body("status", json!(status));
+    let applied = api_of(ctx, o)
+        .patch_status(
+            &o.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await;
+    match applied {
+        Ok(after) => {
+            ctx.metrics.kube_write("status");
+            ctx.zones.note_write(
+                &o.uid().unwrap_or_default(),
+                o.resource_version(),
+                after.resource_version(),
+            );
+            true
+        }
+        Err(e) if is_not_found(&e) => true,
+        Err(e) => {
+            tracing::warn!(object = %ObjectKey::of(o), error = %e, "writing status failed; retrying");
+            false
+        }
+    }
+}
+
+/// Applies the operator's metadata: its finalizer (when `finalizer`) and the ownership record.
+/// `kind` names the write in metrics. True when written.
+async fn apply_metadata(
+    ctx: &Context,
+    o: &OriginCloudRegionMapping,
+    finalizer: bool,
+    entries: &BTreeSet<Entry>,
+    kind: &'static str,
+) -> bool {
+    let finalizers: &[&str] = if finalizer { &[FINALIZER] } else { &[] };
+    let patch = metadata_body(o, finalizers, entries);
+    let applied = api_of(ctx, o)
+        .patch(
+            &o.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await;
+    match applied {
+        Ok(after) => {
+            ctx.zones.note_write(
+                &o.uid().unwrap_or_default(),
+                o.resource_version(),
+                after.resource_version(),
+            );
+            ctx.metrics.kube_write(kind);
+            true
+        }
+        Err(e) => {
+            tracing::warn!(object = %ObjectKey::of(o), error = %e, write = kind, "patching metadata failed; retrying");
+            false
+        }
+    }
+}
+
+/// Removes the operator's finalizer (and its record); true when released or already gone.
 ///
 /// The apply names the object's UID: an apply for an object that is already gone would
 /// otherwise be taken as a create (and fail on the required spec), and a same-named object
 /// created since must never be touched.
-async fn remove_finalizer(
-    ctx: &Context,
-    api: &Api<OriginCloudRegionMapping>,
-    o: &OriginCloudRegionMapping,
-) -> bool {
+async fn remove_finalizer(ctx: &Context, o: &OriginCloudRegionMapping) -> bool {
+    let api = api_of(ctx, o);
     let name = o.name_any();
-    let patch = finalizers_body(o, &[]);
+    let patch = metadata_body(o, &[], &BTreeSet::new());
     let applied = api
         .patch(
             &name,
@@ -820,49 +995,23 @@ async fn remove_finalizer(
             true
         }
         // Already gone (or replaced by a new object of the same name): nothing to release.
-        Err(e) if is_gone(&e) => false,
+        Err(e) if is_gone(&e) => true,
         Err(e) => {
-            tracing::warn!(object = %key_of(o), error = %e, "removing the finalizer failed");
+            tracing::warn!(object = %ObjectKey::of(o), error = %e, "removing the finalizer failed; retrying");
             false
         }
     }
 }
 
-/// The Ready condition, keeping lastTransitionTime when the status value did not change.
-fn condition(
-    old: &OriginCloudRegionMappingStatus,
-    o: &OriginCloudRegionMapping,
-    status: &str,
-    reason: &str,
-    message: &str,
-    now: &Time,
-) -> Condition {
-    let previous = old.conditions.iter().find(|c| c.type_ == READY);
-    let last_transition_time = match previous {
-        Some(c) if c.status == status => c.last_transition_time.clone(),
-        _ => now.clone(),
-    };
-    Condition {
-        type_: READY.to_string(),
-        status: status.to_string(),
-        reason: reason.to_string(),
-        message: message.to_string(),
-        observed_generation: Some(generation(o)),
-        last_transition_time,
-    }
-}
-
-async fn publish(
-    ctx: &Context,
-    o: &OriginCloudRegionMapping,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
+async fn publish_note(ctx: &Context, o: &OriginCloudRegionMapping, note: Note) {
     let event = Event {
-        type_,
-        reason: reason.to_string(),
-        note: Some(note),
+        type_: if note.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: note.reason.to_string(),
+        note: Some(note.text),
         action: "Reconcile".to_string(),
         secondary: None,
     };
@@ -872,51 +1021,10 @@ async fn publish(
     let recorder = Recorder::new(ctx.kube.clone(), ctx.reporter.clone());
     match recorder.publish(&event, &o.object_ref(&())).await {
         Ok(()) => ctx.metrics.kube_write("event"),
-        Err(e) => tracing::debug!(object = %key_of(o), error = %e, "publishing an event failed"),
+        Err(e) => {
+            tracing::debug!(object = %ObjectKey::of(o), error = %e, "publishing an event failed")
+        }
     }
-}
-
-/// Adds the finalizer to live objects of the zone that lack it, before any remote write;
-/// returns the keys of those still without it.
-async fn ensure_finalizers(
-    ctx: &Context,
-    objects: &[Arc<OriginCloudRegionMapping>],
-) -> HashSet<String> {
-    let missing = objects
-        .iter()
-        .filter(|o| o.metadata.deletion_timestamp.is_none() && !o.has_finalizer())
-        .map(|o| async move {
-            let api = api_of(ctx, o);
-            let name = o.name_any();
-            let patch = finalizers_body(o, &[FINALIZER]);
-            match api
-                .patch(
-                    &name,
-                    &PatchParams::apply(MANAGER).force(),
-                    &Patch::Apply(&patch),
-                )
-                .await
-            {
-                Ok(after) => {
-                    ctx.zones.note_write(
-                        &o.uid().unwrap_or_default(),
-                        o.resource_version(),
-                        after.resource_version(),
-                    );
-                    ctx.metrics.kube_write("finalizer");
-                    None
-                }
-                Err(e) => {
-                    tracing::warn!(object = %key_of(o), error = %e, "adding the finalizer failed");
-                    Some(key_of(o))
-                }
-            }
-        });
-    bounded(missing, ctx.settings.kube_concurrency)
-        .await
-        .into_iter()
-        .flatten()
-        .collect()
 }
 
 /// Runs the futures of `futures` with at most `limit` in flight, making each only when a slot
@@ -943,14 +1051,13 @@ async fn bounded<F: std::future::Future>(
 /// The planner's view of an object.
 pub fn view_of(o: &OriginCloudRegionMapping, blocked: Option<Problem>) -> ObjectView {
     let ip = crate::ip::canonicalize(&o.spec.origin_ip).map_err(|e| e.to_string());
-    let owned = owned_entry(o);
-    let was_ready = is_ready(o)
-        && o.status.as_ref().and_then(|s| s.observed_generation) == Some(generation(o))
-        && owned
+    let applied = ownership::applied(o);
+    let was_ready = ready_now(o)
+        && applied
             .as_ref()
-            .is_some_and(|(z, i)| *z == o.spec.zone_id && Ok(i) == ip.as_ref());
+            .is_some_and(|e| e.zone == o.spec.zone_id && Ok(&e.ip) == ip.as_ref());
     ObjectView {
-        key: key_of(o),
+        key: ObjectKey::of(o),
         created: o
             .metadata
             .creation_timestamp
@@ -963,39 +1070,17 @@ pub fn view_of(o: &OriginCloudRegionMapping, blocked: Option<Problem>) -> Object
         region: o.spec.region.clone(),
         deleting: o.metadata.deletion_timestamp.is_some(),
         orphan: o.spec.deletion_policy == DeletionPolicy::Orphan || o.force_orphan(),
-        owned,
+        owned: ownership::owned(o),
+        applied,
         was_ready,
         blocked,
     }
 }
 
-/// `namespace/name` of an object.
-pub fn key_of(o: &OriginCloudRegionMapping) -> String {
-    format!(
-        "{}/{}",
-        o.metadata.namespace.as_deref().unwrap_or_default(),
-        o.name_any()
-    )
-}
-
-/// The (zone, IP) the operator last applied for an object, from its status.
-pub fn owned_entry(o: &OriginCloudRegionMapping) -> Option<(String, String)> {
-    let s = o.status.as_ref()?;
-    Some((s.zone_id.clone()?, s.origin_ip.clone()?))
-}
-
-/// The zone of the entry an object owns.
-pub fn owned_zone(o: &OriginCloudRegionMapping) -> Option<&str> {
-    o.status.as_ref()?.zone_id.as_deref()
-}
-
-/// The canonical IP an object claims, or its spec text when that is not a valid IP.
-pub fn claim_ip(o: &OriginCloudRegionMapping) -> String {
-    crate::ip::canonicalize(&o.spec.origin_ip).unwrap_or_else(|_| o.spec.origin_ip.clone())
-}
-
-fn is_ready(o: &OriginCloudRegionMapping) -> bool {
+/// Ready=True for the object's current generation.
+fn ready_now(o: &OriginCloudRegionMapping) -> bool {
     o.ready_condition().is_some_and(|c| c.status == "True")
+        && o.status.as_ref().and_then(|s| s.observed_generation) == Some(generation(o))
 }
 
 fn generation(o: &OriginCloudRegionMapping) -> i64 {
@@ -1019,13 +1104,19 @@ fn apply_body(part: &str, value: serde_json::Value) -> serde_json::Value {
     body
 }
 
-/// The apply body owning exactly `finalizers` on this object. It names the UID so an apply
-/// for an object that is gone (or replaced under the same name) fails instead of creating.
-fn finalizers_body(o: &OriginCloudRegionMapping, finalizers: &[&str]) -> serde_json::Value {
-    apply_body(
-        "metadata",
-        json!({"name": o.name_any(), "uid": o.uid(), "finalizers": finalizers}),
-    )
+/// The apply body owning exactly `finalizers` and the ownership record on this object. It
+/// names the UID so an apply for an object that is gone (or replaced under the same name)
+/// fails instead of creating.
+fn metadata_body(
+    o: &OriginCloudRegionMapping,
+    finalizers: &[&str],
+    entries: &BTreeSet<Entry>,
+) -> serde_json::Value {
+    let mut meta = json!({"name": o.name_any(), "uid": o.uid(), "finalizers": finalizers});
+    if !entries.is_empty() {
+        meta["annotations"] = json!({ ENTRIES_ANNOTATION: ownership::format_entries(entries) });
+    }
+    apply_body("metadata", meta)
 }
 
 fn is_not_found(e: &kube::Error) -> bool {

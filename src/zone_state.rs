@@ -3,6 +3,7 @@
 //! terminal errors that must not be retried until something changes.
 
 use std::collections::{BTreeMap, HashMap};
+
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,11 @@ pub struct ZoneState {
     pub catalog_at: Option<Instant>,
     /// Consecutive reconciles that ended in a transient error.
     pub failures: u32,
+    /// Entries the zone held when Cloudflare refused a create as over its limit (code 1164):
+    /// no create is sent while the snapshot is at least this full.
+    pub capacity: Option<usize>,
+    /// Credential fingerprints proven against this zone since the last full re-read.
+    pub proven: std::collections::HashSet<u64>,
 }
 
 /// A terminal error remembered for one object until its generation or credentials change.
@@ -70,6 +76,16 @@ impl ZoneStates {
             .lock()
             .expect("zone state lock")
             .insert(zone.to_string(), state);
+    }
+
+    /// Changes a zone's state in place (default state when unknown).
+    pub fn update(&self, zone: &str, f: impl FnOnce(&mut ZoneState)) {
+        f(self
+            .zones
+            .lock()
+            .expect("zone state lock")
+            .entry(zone.to_string())
+            .or_default())
     }
 
     /// Applies a change to a zone's cached remote snapshot, when one is cached.

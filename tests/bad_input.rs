@@ -1158,10 +1158,9 @@ impl Class {
     }
 
     fn delete_reason(self) -> &'static str {
-        match self {
-            Class::Transient => "CloudflareUnavailable",
-            _ => "DeletionBlocked",
-        }
+        // Whatever the cause, a delete that cannot proceed says so and names force-orphan
+        // (a transient cause is retried meanwhile).
+        "DeletionBlocked"
     }
 }
 

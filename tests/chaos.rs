@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use origin_region_operator::ownership::ENTRIES_ANNOTATION as ENTRIES;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -49,7 +50,8 @@ fn cloudflare_faults() -> serde_json::Value {
         "rate_500": 0.10,
         "rate_1140": 0.05,
         "rate_drop": 0.02,
-        "truncate_body_rate": 0.01,
+        // Lost responses: the write happened, the answer is cut short.
+        "truncate_body_rate": 0.03,
     })
 }
 
@@ -111,6 +113,8 @@ enum Change {
     Delete(String),
     Region(String, String),
     OriginIp(String, String),
+    /// A region Cloudflare does not offer; a later `Region` edit puts the right one back.
+    Typo(String),
 }
 
 #[derive(Debug, Clone)]
@@ -123,6 +127,56 @@ enum Fault {
     RotateBegin,
     /// Simulator accepts only the new token.
     RotateEnd,
+    /// A ValidatingAdmissionPolicy starts refusing every status write.
+    DenyStatus,
+    /// The policy is removed.
+    AllowStatus,
+}
+
+/// Runs kubectl until it succeeds (the apiserver may be restarting), for at most 90 s.
+async fn retry_kubectl(world: &World, args: &[&str], stdin: Option<&str>) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        match world.cp.kubectl_with_stdin(args, stdin).await {
+            Ok(_) => return,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("chaos: kubectl {args:?} failed, retrying: {e}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => panic!("kubectl {args:?}: {e}"),
+        }
+    }
+}
+
+/// A policy and binding refusing status writes to mappings in `ns`.
+fn deny_status_policy(ns: &str) -> String {
+    format!(
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {{name: chaos-deny-status}}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - apiGroups: [originregions.io]
+      apiVersions: ["*"]
+      operations: [UPDATE]
+      resources: [origincloudregionmappings/status]
+  validations:
+  - expression: "false"
+    message: status writes refused by the chaos suite
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {{name: chaos-deny-status}}
+spec:
+  policyName: chaos-deny-status
+  validationActions: [Deny]
+  matchResources:
+    namespaceSelector:
+      matchLabels: {{kubernetes.io/metadata.name: {ns}}}
+"#
+    )
 }
 
 /// Random moment in `[from, to)` of the chaos window.
@@ -136,6 +190,7 @@ async fn converges_exactly_through_faults_crashes_apiserver_restart_and_token_ro
     const OBJECTS: usize = 500;
     const DELETES: usize = 100;
     const REGION_EDITS: usize = 100;
+    const TYPOS: usize = 20;
     const IP_EDITS: usize = 50;
     const KILLS: usize = 5;
     // Long enough for the first convergence to happen under faults and for the edits to
@@ -195,8 +250,23 @@ async fn converges_exactly_through_faults_crashes_apiserver_restart_and_token_ro
         times.sort();
         changes.extend(times.into_iter().zip(steps));
     }
+    // Typos in the middle of the storm: an unsupported region, fixed a few seconds later.
+    // Meanwhile the entry must stay as it was (the end state checks it exactly).
+    for name in &names[DELETES - 40 + REGION_EDITS..DELETES - 40 + REGION_EDITS + TYPOS] {
+        let at = moment(
+            &mut rng,
+            Duration::from_secs(2),
+            WINDOW - Duration::from_secs(12),
+        );
+        let fix = at + Duration::from_millis(rng.random_range(2000..8000));
+        changes.push((at, Change::Typo(name.clone())));
+        changes.push((
+            fix,
+            Change::Region(name.clone(), desired[name].region.clone()),
+        ));
+    }
     changes.sort_by_key(|(at, _)| *at);
-    assert_eq!(changes.len(), DELETES + REGION_EDITS + IP_EDITS);
+    assert_eq!(changes.len(), DELETES + REGION_EDITS + IP_EDITS + 2 * TYPOS);
 
     // Kills land shortly after a random edit, while the operator is likely between its
     // Cloudflare writes and its status writes (debounce 200 ms, then calls with retries).
@@ -219,6 +289,13 @@ async fn converges_exactly_through_faults_crashes_apiserver_restart_and_token_ro
     faults.push((rotate, Fault::RotateBegin));
     // Five seconds for the Secret change to reach the operator before the old token dies.
     faults.push((rotate + Duration::from_secs(5), Fault::RotateEnd));
+    let deny = moment(
+        &mut rng,
+        Duration::from_secs(3),
+        WINDOW - Duration::from_secs(12),
+    );
+    faults.push((deny, Fault::DenyStatus));
+    faults.push((deny + Duration::from_secs(6), Fault::AllowStatus));
     faults.sort_by_key(|(at, _)| *at);
 
     let world = World::start("chaos", &old_token).await;
@@ -266,6 +343,21 @@ async fn converges_exactly_through_faults_crashes_apiserver_restart_and_token_ro
                     world.sim.set_auth(json!({"tokens": [&new_token]})).await;
                     eprintln!("chaos: {} token rotation: old token revoked", stamp());
                 }
+                Fault::DenyStatus => {
+                    let policy = deny_status_policy(&world.ns);
+                    retry_kubectl(&world, &["apply", "-f", "-"], Some(&policy)).await;
+                    eprintln!("chaos: {} status writes refused", stamp());
+                }
+                Fault::AllowStatus => {
+                    let args = [
+                        "delete",
+                        "--ignore-not-found",
+                        "validatingadmissionpolicybinding/chaos-deny-status",
+                        "validatingadmissionpolicy/chaos-deny-status",
+                    ];
+                    retry_kubectl(&world, &args, None).await;
+                    eprintln!("chaos: {} status writes allowed again", stamp());
+                }
             }
         }
     };
@@ -287,6 +379,13 @@ async fn converges_exactly_through_faults_crashes_apiserver_restart_and_token_ro
                 Change::Region(name, region) => {
                     let patch = Patch::Merge(json!({"spec": {"region": region}}));
                     retry_kube(&format!("edit {name}"), || async {
+                        api.patch(name, &PatchParams::default(), &patch).await
+                    })
+                    .await;
+                }
+                Change::Typo(name) => {
+                    let patch = Patch::Merge(json!({"spec": {"region": "us-east-9"}}));
+                    retry_kube(&format!("typo {name}"), || async {
                         api.patch(name, &PatchParams::default(), &patch).await
                     })
                     .await;
@@ -677,10 +776,32 @@ async fn crash_and_outage_windows_orphan_nothing() {
             .expect("edit spec");
         }
     };
-    // An originIp edit: old entry deleted, new one written, status still names the old IP.
+    // What the operator records before a write that may create an entry (its write-ahead
+    // intent), as the killed operator would have left it.
+    let record_intent = |name: &str, want: &Want| {
+        let api = api.clone();
+        let name = name.to_string();
+        let entry = format!("{}/{}", want.zone, want.canonical_ip());
+        async move {
+            let patch = json!({"metadata": {"annotations": {ENTRIES: entry}}});
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .expect("record intent");
+        }
+    };
+    // An originIp edit: intent recorded, old entry deleted, new one written, status still
+    // names the old IP.
     for (name, i) in [("ip-edit-then-delete", 0), ("ip-edit", 2)] {
         let old = desired[name].clone();
         let new_ip = ip_for(0, i, 1);
+        record_intent(
+            name,
+            &Want {
+                ip: new_ip.clone(),
+                ..old.clone()
+            },
+        )
+        .await;
         edit(name, json!({ "originIp": new_ip })).await;
         remote.remove(&old.canonical_ip());
         let new = Want { ip: new_ip, ..old };
@@ -696,12 +817,20 @@ async fn crash_and_outage_windows_orphan_nothing() {
     remote.insert(new.canonical_ip(), new.clone());
     // A delete whose remote part was done, finalizer not yet released.
     remote.remove(&desired["remote-delete-done"].canonical_ip());
-    // A new object: finalizer added, entry written, no status yet. The test, not the
-    // operator, sets the finalizer, as a restored or re-applied manifest would: the operator
-    // must still be able to take it off.
+    // A new object: finalizer and intent added, entry written, no status yet. The test, not
+    // the operator, sets the finalizer, as a restored or re-applied manifest would: the
+    // operator must still be able to take it off.
     let fresh = random_want(&mut rng, &zone, ip_for(0, 5, 0));
     let mut obj = chaos::mapping("written-never-recorded", &fresh);
     obj.metadata.finalizers = Some(vec![origin_region_operator::crd::FINALIZER.into()]);
+    obj.metadata.annotations = Some(
+        [(
+            ENTRIES.to_string(),
+            format!("{}/{}", fresh.zone, fresh.canonical_ip()),
+        )]
+        .into_iter()
+        .collect(),
+    );
     api.create(&Default::default(), &obj)
         .await
         .expect("create written-never-recorded");

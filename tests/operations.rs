@@ -257,3 +257,44 @@ async fn only_the_leader_writes_and_sigterm_hands_over_cleanly() {
     b.assert_no_panic();
     env.op = Some(b);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_guard_allows_writes_only_while_this_process_holds_a_live_lease() {
+    use origin_region_operator::leader::LeaseGuard;
+    let cp = testbed::shared().await;
+    let ns = cp.create_namespace("lease").await.expect("namespace");
+    let api: Api<Lease> = Api::namespaced(cp.client(), &ns);
+    let guard = LeaseGuard::new(cp.client(), &ns, "leader", "me");
+    assert!(!guard.holds().await, "no Lease at all");
+    let put = |holder: &'static str, renewed: jiff::Timestamp| {
+        let api = api.clone();
+        async move {
+            let lease: Lease = serde_json::from_value(serde_json::json!({
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": "leader"},
+                "spec": {
+                    "holderIdentity": holder,
+                    "leaseDurationSeconds": 10,
+                    "renewTime": renewed.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+                }
+            }))
+            .unwrap();
+            api.patch(
+                "leader",
+                &kube::api::PatchParams::apply("test").force(),
+                &kube::api::Patch::Apply(&lease),
+            )
+            .await
+            .expect("apply lease");
+        }
+    };
+    let now = jiff::Timestamp::now();
+    put("me", now).await;
+    assert!(guard.holds().await, "held and fresh");
+    put("other", now).await;
+    assert!(!guard.holds().await, "another replica took over");
+    // Paused past the lease: still named, but expired.
+    put("me", now - jiff::SignedDuration::from_secs(30)).await;
+    assert!(!guard.holds().await, "expired");
+}

@@ -196,6 +196,12 @@ impl Sim {
             .await;
     }
 
+    /// `DELETE /__sim/zones/{z}`: the zone is deleted; the API answers it 404 / 7003.
+    pub async fn delete_zone(&self, zone: &str) {
+        self.admin_json(reqwest::Method::DELETE, &format!("/zones/{zone}"), None)
+            .await;
+    }
+
     /// `PUT /__sim/auth`: replaces the accepted credentials, e.g.
     /// `{"tokens": ["t2"], "auth_email": null, "auth_key": null}`.
     pub async fn set_auth(&self, auth: Value) {

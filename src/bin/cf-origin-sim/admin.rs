@@ -28,7 +28,10 @@ pub fn router() -> Router<Arc<App>> {
         .route("/__sim/stats", get(stats).delete(clear_stats))
         .route("/__sim/reset", post(reset))
         .route("/__sim/faults", get(get_faults).put(put_faults))
-        .route("/__sim/zones/{zone_id}", get(dump_zone).put(seed_zone))
+        .route(
+            "/__sim/zones/{zone_id}",
+            get(dump_zone).put(seed_zone).delete(delete_zone),
+        )
         .route("/__sim/zones/{zone_id}/tiered-cache", put(tiered_cache))
         .route("/__sim/auth", put(put_auth))
 }
@@ -79,6 +82,7 @@ async fn reset(State(app): State<Arc<App>>) -> Response {
         ((), true)
     });
     app.stats.clear();
+    app.gone.write().unwrap_or_else(|e| e.into_inner()).clear();
     *app.faults.write().unwrap_or_else(|e| e.into_inner()) = Faults::default();
     *app.auth.write().unwrap_or_else(|e| e.into_inner()) = app.start_auth.clone();
     if let Some(limiter) = &app.limiter {
@@ -140,10 +144,33 @@ struct Seed {
     mappings: Vec<SeedItem>,
 }
 
+/// Deletes a zone as Cloudflare would when its owner removes it: its mappings go, and the API
+/// answers it as an unknown zone until it is seeded again.
+async fn delete_zone(State(app): State<Arc<App>>, Path(zone): Path<String>) -> Response {
+    if let Err(rejected) = check_zone(&zone) {
+        return rejected.into_response();
+    }
+    app.gone
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(zone.clone());
+    app.mutate(|s| {
+        let z = s.zone_mut(&zone);
+        z.mappings.clear();
+        s.tidy(&zone);
+        ((), true)
+    });
+    json(StatusCode::OK, &json!({ "zone_id": zone, "deleted": true }))
+}
+
 async fn seed_zone(State(app): State<Arc<App>>, Path(zone): Path<String>, body: Bytes) -> Response {
     if let Err(rejected) = check_zone(&zone) {
         return rejected.into_response();
     }
+    app.gone
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&zone);
     let seed: Seed = match parse(&body) {
         Ok(s) => s,
         Err(rejected) => return rejected.into_response(),

@@ -26,6 +26,9 @@ pub struct App {
     pub limiter: Option<Mutex<RateLimiter>>,
     /// Request counters.
     pub stats: Stats,
+    /// Zones deleted through `DELETE /__sim/zones/{zone}`: the API answers them as unknown
+    /// (404 / 7003) until they are seeded again.
+    pub gone: RwLock<std::collections::HashSet<String>>,
     store: Mutex<Store>,
     persister: Option<Persister>,
 }
@@ -51,9 +54,18 @@ impl App {
             faults: RwLock::new(Faults::default()),
             limiter: limiter.map(Mutex::new),
             stats: Stats::default(),
+            gone: RwLock::default(),
             store: Mutex::new(store),
             persister,
         }
+    }
+
+    /// Whether the zone was deleted (and not seeded since).
+    pub fn is_gone(&self, zone: &str) -> bool {
+        self.gone
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(zone)
     }
 
     /// The current faults.

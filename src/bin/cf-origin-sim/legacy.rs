@@ -13,8 +13,8 @@ use origin_region_operator::wire::{
 use serde::Serialize;
 
 use crate::app::App;
+use crate::body::{echo_ip, parse_batch, parse_object, str_field, validate_fields};
 use crate::envelope::{ok, text, ApiError, ApiResult};
-use crate::routes::{echo_ip, parse_batch, parse_object, str_field, validate_fields};
 use crate::state::{now, to_legacy, Valid};
 
 /// `value` of a legacy delete: the IP whose mapping went away.

@@ -92,11 +92,14 @@
 //!   restores faults, stats, the rate-limit window and the start-up credentials.
 //! - `PUT /__sim/zones/{z}`: replaces mappings without catalog or limit checks (IPs are
 //!   canonicalised; invalid → 400, nothing applied); items may carry `modified_on`.
+//! - `DELETE /__sim/zones/{z}`: deletes the zone (as its owner removing it from the account):
+//!   mappings go and the API answers 404 / 7003 for it until it is seeded again or reset.
 //! - Admin routes validate the zone id (400) and answer plain JSON, not envelopes.
 
 mod admin;
 mod app;
 mod auth;
+mod body;
 mod catalog;
 mod cli;
 mod envelope;

@@ -15,16 +15,18 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use origin_region_operator::ip;
 use origin_region_operator::wire::{
-    codes, BatchItem, BatchResult, DeleteResult, ResultInfo, DEFAULT_PER_PAGE, MAX_BATCH,
-    MAX_PER_PAGE,
+    codes, BatchItem, BatchResult, DeleteResult, ResultInfo, DEFAULT_PER_PAGE, MAX_PER_PAGE,
 };
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::app::App;
+use crate::body::{
+    batch_items, echo_ip, parse_batch, parse_json, parse_object, str_field, validate_fields,
+};
 use crate::envelope::{ok, ok_page, text, ApiError, ApiResult};
 use crate::faults::{dropped, hit, truncated};
 use crate::legacy;
-use crate::state::{now, validate, Valid};
+use crate::state::{now, validate};
 
 /// Largest request body read; far above 100 batch items.
 const MAX_BODY: usize = 1 << 20;
@@ -346,7 +348,7 @@ fn admit(
         }
         Matched::Route { zone, route } => (zone, route),
     };
-    if !valid_zone_id(&zone) {
+    if !valid_zone_id(&zone) || app.is_gone(&zone) {
         let path = parts.uri.path().trim_start_matches("/client/v4");
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -407,73 +409,6 @@ async fn dispatch(
         Route::LegacyList => legacy::list(app, zone),
         Route::LegacyGet(ip) => legacy::get(app, zone, &ip),
         Route::LegacyDelete(ip) => legacy::delete(app, zone, &ip),
-    }
-}
-
-/// Parses a JSON body (400 / 10001 when it is not JSON).
-pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request(format!("Malformed JSON in request body: {e}")))
-}
-
-/// The body as a JSON object.
-pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    match parse_json(bytes)? {
-        Value::Object(m) => Ok(m),
-        _ => Err(ApiError::bad_request("Request body must be a JSON object")),
-    }
-}
-
-/// The body as a JSON array of objects of at most [`MAX_BATCH`] items.
-pub fn parse_batch(bytes: &[u8]) -> Result<Vec<Map<String, Value>>, ApiError> {
-    batch_items(parse_json(bytes)?)
-}
-
-fn batch_items(value: Value) -> Result<Vec<Map<String, Value>>, ApiError> {
-    let Value::Array(items) = value else {
-        return Err(ApiError::bad_request("Request body must be a JSON array"));
-    };
-    if items.len() > MAX_BATCH {
-        return Err(ApiError::bad_request(format!(
-            "Too many items in batch: {} given, at most {MAX_BATCH} allowed",
-            items.len()
-        )));
-    }
-    items
-        .into_iter()
-        .map(|item| match item {
-            Value::Object(m) => Ok(m),
-            _ => Err(ApiError::bad_request(
-                "Every batch item must be a JSON object",
-            )),
-        })
-        .collect()
-}
-
-/// A string field of a JSON object.
-pub fn str_field<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
-    obj.get(key).and_then(Value::as_str)
-}
-
-/// Validates a JSON item whose IP is under `ip_key` (`origin_ip`, or `ip` in the older family).
-pub fn validate_fields(
-    app: &App,
-    obj: &Map<String, Value>,
-    ip_key: &str,
-) -> Result<Valid, ApiError> {
-    validate(
-        &app.catalog,
-        str_field(obj, ip_key),
-        str_field(obj, "vendor"),
-        str_field(obj, "region"),
-    )
-}
-
-/// The IP to name in a failed batch item: canonical if it parses, else as sent.
-pub fn echo_ip(raw: Option<&str>) -> String {
-    match raw {
-        Some(s) => ip::canonicalize(s).unwrap_or_else(|_| s.to_string()),
-        None => String::new(),
     }
 }
 

@@ -1,0 +1,343 @@
+//! Property tests of the ownership rules: random sequences of spec edits (valid and invalid),
+//! credential failures, lost responses, failed writes, refused Kubernetes writes and crashes,
+//! played through a model of the reconcile built from the operator's own pure phases
+//! (planner → records → writes → verdicts → publish). Two properties:
+//! - no plan ever deletes an entry whose owner still exists and names it;
+//! - once every object is deleted (and faults end), nothing the operator ever wrote remains,
+//!   and no object is left hanging on its finalizer.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use origin_region_operator::error::Problem;
+use origin_region_operator::ownership::{Entry, ObjectKey};
+use origin_region_operator::planner::{plan_zone, ObjectView, ZoneFacts};
+use origin_region_operator::verdict::{self, Verdict, WriteResults};
+use origin_region_operator::wire::{Mapping, SupportedRegions};
+use proptest::prelude::*;
+
+const ZONES: [&str; 2] = [
+    "023e105f4ecef8ad9ca31a8372d0c353",
+    "11111111111111111111111111111111",
+];
+const IPS: [&str; 3] = ["192.0.2.1", "192.0.2.2", "2001:db8::1"];
+const REGIONS: [&str; 3] = ["us-east-1", "us-west-2", "us-east-9"];
+
+#[derive(Debug, Clone)]
+struct Spec {
+    zone: usize,
+    ip: Option<usize>,
+    region: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    None,
+    /// Cloudflare applies the writes but the responses are lost.
+    LostResponse,
+    /// Cloudflare refuses the writes (they do not happen).
+    WriteFails,
+    /// The finalizer/intent patch is refused.
+    RecordFails,
+    /// Status and record writes after the Cloudflare writes are refused.
+    PublishFails,
+    /// The process dies right after the Cloudflare writes.
+    Crash,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Create(usize, Spec),
+    Edit(usize, Spec),
+    Delete(usize),
+    BreakCredential(usize, bool),
+    Reconcile(usize, Fault),
+}
+
+#[derive(Debug, Clone)]
+struct Obj {
+    created: u32,
+    spec: Spec,
+    deleting: bool,
+    cred_ok: bool,
+    record: BTreeSet<Entry>,
+    applied: Option<Entry>,
+}
+
+#[derive(Default)]
+struct World {
+    objects: BTreeMap<usize, Obj>,
+    remote: BTreeMap<String, BTreeMap<String, Mapping>>,
+    written: BTreeSet<Entry>,
+    clock: u32,
+}
+
+fn key(i: usize) -> ObjectKey {
+    ObjectKey {
+        namespace: "ns".into(),
+        name: format!("o{i}"),
+    }
+}
+
+fn catalog() -> SupportedRegions {
+    serde_json::from_value(serde_json::json!({
+        "obtained_codes": true,
+        "vendors": {"aws": [
+            {"name": "us-east-1", "upper_tier_colos": ["IAD"]},
+            {"name": "us-west-2", "upper_tier_colos": ["SEA"]}
+        ]}
+    }))
+    .unwrap()
+}
+
+fn view(i: usize, o: &Obj) -> ObjectView {
+    let mut owned = o.record.clone();
+    owned.extend(o.applied.clone());
+    ObjectView {
+        key: key(i),
+        created: format!("{:05}", o.created),
+        zone_id: ZONES[o.spec.zone].into(),
+        ip: o
+            .spec
+            .ip
+            .map(|i| IPS[i].to_string())
+            .ok_or("not an IP".into()),
+        vendor: "aws".into(),
+        region: REGIONS[o.spec.region].into(),
+        deleting: o.deleting,
+        orphan: false,
+        owned,
+        applied: o.applied.clone(),
+        was_ready: false,
+        blocked: (!o.cred_ok).then(|| Problem::Unauthorized("refused".into())),
+    }
+}
+
+impl World {
+    fn reconcile(&mut self, z: usize, fault: Fault) -> Result<(), TestCaseError> {
+        let zone = ZONES[z];
+        let members: Vec<usize> = self
+            .objects
+            .iter()
+            .filter(|(_, o)| {
+                o.spec.zone == z
+                    || o.record
+                        .iter()
+                        .chain(o.applied.iter())
+                        .any(|e| e.zone == zone)
+            })
+            .map(|(i, _)| *i)
+            .collect();
+        let views: Vec<ObjectView> = members.iter().map(|i| view(*i, &self.objects[i])).collect();
+        let remote = self.remote.entry(zone.to_string()).or_default().clone();
+        let c = catalog();
+        let plan = plan_zone(
+            zone,
+            &views,
+            ZoneFacts {
+                remote: &remote,
+                catalog: Some(&c),
+                capacity: None,
+            },
+        );
+        // Property 1: nothing deleted that a live owner still names.
+        for (k, ip) in plan.deletes() {
+            for v in &views {
+                let names = !v.deleting && v.zone_id == zone && v.ip.as_deref() == Ok(ip);
+                let owns = v.owned.contains(&Entry::new(zone, ip));
+                prop_assert!(
+                    !(names && owns),
+                    "{k} deletes {ip} that live owner {} names",
+                    v.key
+                );
+            }
+        }
+        // Records (finalizer + intent) before any write.
+        let mut results = WriteResults::default();
+        let mut unrecorded = BTreeSet::new();
+        for p in &plan.objects {
+            if let Some(intent) = &p.intent {
+                if matches!(fault, Fault::RecordFails) {
+                    unrecorded.insert(p.key.clone());
+                } else {
+                    let i = index(&p.key);
+                    self.objects
+                        .get_mut(&i)
+                        .unwrap()
+                        .record
+                        .insert(intent.clone());
+                    results.recorded.insert(p.key.clone());
+                }
+            }
+        }
+        let applies = !matches!(fault, Fault::WriteFails);
+        let answered = matches!(
+            fault,
+            Fault::None | Fault::RecordFails | Fault::PublishFails | Fault::Crash
+        );
+        let r = |ok: bool| -> Result<(), Problem> {
+            if ok {
+                Ok(())
+            } else {
+                Err(Problem::CloudflareUnavailable("fault".into()))
+            }
+        };
+        let zone_remote = self.remote.get_mut(zone).unwrap();
+        for (k, ip) in plan.deletes() {
+            if applies {
+                zone_remote.remove(ip);
+            }
+            results
+                .deletes
+                .insert((k.clone(), ip.to_string()), r(applies && answered));
+        }
+        for (k, input, _) in plan.upserts() {
+            if unrecorded.contains(k)
+                || results
+                    .deletes
+                    .iter()
+                    .any(|((dk, _), res)| dk == k && res.is_err())
+            {
+                continue;
+            }
+            if applies {
+                zone_remote.insert(
+                    input.origin_ip.clone(),
+                    Mapping {
+                        origin_ip: input.origin_ip.clone(),
+                        vendor: input.vendor.clone(),
+                        region: input.region.clone(),
+                        modified_on: None,
+                    },
+                );
+                self.written.insert(Entry::new(zone, &input.origin_ip));
+            }
+            results.upserts.insert(k.clone(), r(applies && answered));
+        }
+        if matches!(fault, Fault::Crash) {
+            return Ok(());
+        }
+        for (v, p) in views.iter().zip(&plan.objects) {
+            let j = verdict::judge(zone, v, p, &results);
+            let i = index(&v.key);
+            if let Verdict::Finalize { .. } = j.verdict {
+                if !matches!(fault, Fault::PublishFails) {
+                    self.objects.remove(&i);
+                }
+                continue;
+            }
+            if matches!(fault, Fault::PublishFails) {
+                continue;
+            }
+            let o = self.objects.get_mut(&i).unwrap();
+            if !matches!(j.verdict, Verdict::Untouched) {
+                o.applied = j.applied.clone();
+            }
+            if let Some(rec) = verdict::record_to_prune(&o.record, &j.owned) {
+                o.record = rec;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        match op {
+            Op::Create(i, spec) => {
+                if !self.objects.contains_key(i) {
+                    self.clock += 1;
+                    self.objects.insert(
+                        *i,
+                        Obj {
+                            created: self.clock,
+                            spec: spec.clone(),
+                            deleting: false,
+                            cred_ok: true,
+                            record: BTreeSet::new(),
+                            applied: None,
+                        },
+                    );
+                }
+            }
+            Op::Edit(i, spec) => {
+                if let Some(o) = self.objects.get_mut(i) {
+                    if !o.deleting {
+                        o.spec = spec.clone();
+                    }
+                }
+            }
+            Op::Delete(i) => {
+                if let Some(o) = self.objects.get_mut(i) {
+                    o.deleting = true;
+                }
+            }
+            Op::BreakCredential(i, broken) => {
+                if let Some(o) = self.objects.get_mut(i) {
+                    o.cred_ok = !broken;
+                }
+            }
+            Op::Reconcile(z, fault) => self.reconcile(*z, *fault)?,
+        }
+        Ok(())
+    }
+}
+
+fn index(k: &ObjectKey) -> usize {
+    k.name[1..].parse().unwrap()
+}
+
+fn spec() -> impl Strategy<Value = Spec> {
+    (
+        prop_oneof![3 => Just(0usize), 1 => Just(1usize)],
+        prop_oneof![6 => (0usize..3).prop_map(Some), 1 => Just(None)],
+        prop_oneof![3 => Just(0usize), 2 => Just(1usize), 1 => Just(2usize)],
+    )
+        .prop_map(|(zone, ip, region)| Spec { zone, ip, region })
+}
+
+fn fault() -> impl Strategy<Value = Fault> {
+    prop_oneof![
+        6 => Just(Fault::None),
+        2 => Just(Fault::LostResponse),
+        1 => Just(Fault::WriteFails),
+        1 => Just(Fault::RecordFails),
+        1 => Just(Fault::PublishFails),
+        1 => Just(Fault::Crash),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (0usize..3, spec()).prop_map(|(i, s)| Op::Create(i, s)),
+        3 => (0usize..3, spec()).prop_map(|(i, s)| Op::Edit(i, s)),
+        1 => (0usize..3).prop_map(Op::Delete),
+        1 => (0usize..3, any::<bool>()).prop_map(|(i, b)| Op::BreakCredential(i, b)),
+        6 => (0usize..2, fault()).prop_map(|(z, f)| Op::Reconcile(z, f)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn ownership_never_loses_orphans_or_steals(ops in prop::collection::vec(op(), 1..40)) {
+        let mut w = World::default();
+        for op in &ops {
+            w.apply(op)?;
+        }
+        // The storm ends: credentials work, everything is deleted, the operator catches up.
+        let all: Vec<usize> = w.objects.keys().copied().collect();
+        for i in all {
+            w.apply(&Op::BreakCredential(i, false))?;
+            w.apply(&Op::Delete(i))?;
+        }
+        for _ in 0..6 {
+            for z in 0..ZONES.len() {
+                w.reconcile(z, Fault::None)?;
+            }
+        }
+        prop_assert!(w.objects.is_empty(), "objects left hanging: {:?}", w.objects);
+        for e in &w.written {
+            let left = w.remote.get(&e.zone).is_some_and(|r| r.contains_key(&e.ip));
+            prop_assert!(!left, "orphaned {e} after {ops:?}");
+        }
+    }
+}
