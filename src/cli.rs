@@ -24,10 +24,27 @@ pub struct Cli {
 pub enum Command {
     /// Run the controller.
     Run(RunArgs),
-    /// Print the CustomResourceDefinition YAML (what crds/ holds).
-    Crd,
+    /// Print the CustomResourceDefinitions' YAML (what crds/ holds).
+    Crd(CrdArgs),
     /// Print, per zone, what `run` would change in Cloudflare; changes nothing.
     Plan(PlanArgs),
+}
+
+/// Flags of `crd`.
+#[derive(Debug, Args)]
+pub struct CrdArgs {
+    /// Print only this CRD (one file of crds/); both when unset.
+    #[arg(long, value_enum)]
+    pub kind: Option<CrdKind>,
+}
+
+/// The operator's CRDs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CrdKind {
+    /// OriginCloudRegionMapping (namespaced).
+    Mappings,
+    /// CloudflareZone (cluster-scoped).
+    Zones,
 }
 
 /// Connection to Kubernetes.
@@ -114,6 +131,37 @@ pub struct RunArgs {
     /// This replica's identity (default: the pod name, POD_NAME, or the host name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Zone governance.
+    #[command(flatten)]
+    pub zones: ZoneArgs,
+}
+
+/// How zones are governed.
+#[derive(Debug, Args, Clone)]
+pub struct ZoneArgs {
+    /// Map any zone the credentials reach, without CloudflareZone declarations (a
+    /// single-tenant cluster); by default a mapping's zone must be declared by a
+    /// CloudflareZone that admits its namespace.
+    #[arg(long, env = "ALLOW_UNDECLARED_ZONES")]
+    pub allow_undeclared_zones: bool,
+    /// The operator's namespace, where CloudflareZones' credential Secrets live (default:
+    /// POD_NAMESPACE, else "default").
+    #[arg(long, env = "OPERATOR_NAMESPACE")]
+    pub operator_namespace: Option<String>,
+    /// Name under which this installation claims the zones it writes (default:
+    /// "<operator namespace>/<lease name>"): two installations on one zone do not fight.
+    #[arg(long, env = "INSTANCE_NAME")]
+    pub instance_name: Option<String>,
+}
+
+impl ZoneArgs {
+    /// The operator's namespace.
+    pub fn namespace(&self) -> String {
+        self.operator_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| "default".into())
+    }
 }
 
 /// Flags of `plan`.
@@ -128,6 +176,9 @@ pub struct PlanArgs {
     /// Print the plan as JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Zone governance (as for `run`).
+    #[command(flatten)]
+    pub zones: ZoneArgs,
 }
 
 impl KubeArgs {

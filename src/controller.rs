@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector;
 use kube::runtime::watcher::{self, Event as WatchEvent};
@@ -22,7 +23,8 @@ use crate::crd::OriginCloudRegionMapping;
 use crate::credentials::{CredentialSource, API_KEY_KEY, EMAIL_KEY, TOKEN_KEY};
 use crate::metrics::Metrics;
 use crate::ownership::owned_zones;
-use crate::reconciler::{reconcile_zone, Context, Settings};
+use crate::reconciler::{reconcile_zone, Context, Governance, Settings};
+use crate::zone::{CloudflareZone, CREDENTIALS_LABEL};
 use crate::zone_state::ZoneStates;
 
 /// How the controller runs.
@@ -44,6 +46,17 @@ pub struct Config {
     pub reporter: String,
     /// With leader election: the check made before every Cloudflare write.
     pub lease: Option<crate::leader::LeaseGuard>,
+    /// Zones must be declared by CloudflareZones; `None` maps any zone.
+    pub governance: Option<ZoneGovernance>,
+}
+
+/// How declared zones are run.
+#[derive(Debug, Clone)]
+pub struct ZoneGovernance {
+    /// The operator's namespace, where the zones' credential Secrets live.
+    pub operator_namespace: String,
+    /// The name this installation claims zones under.
+    pub instance: String,
 }
 
 /// Runs until `shutdown` resolves, then finishes in-flight zones and returns.
@@ -86,19 +99,46 @@ pub async fn run(
             Some(ns) => Api::namespaced(kube.clone(), ns),
             None => Api::all(kube.clone()),
         };
+        // With declared zones only Secrets their owners opted in are read at all.
+        let cfg = match &config.governance {
+            Some(_) => watcher::Config::default().labels(&format!("{CREDENTIALS_LABEL}=true")),
+            None => watcher::Config::default(),
+        };
         let (s, w) = reflector::store();
-        (
-            Some(s),
-            Some(secret_stream(api, watcher::Config::default(), w)),
-        )
+        (Some(s), Some(secret_stream(api, cfg, w)))
     } else {
         (None, None)
+    };
+    let (zone_secret_store, zone_secret_events) = match &config.governance {
+        Some(g) => {
+            let api: Api<Secret> = Api::namespaced(kube.clone(), &g.operator_namespace);
+            let (s, w) = reflector::store();
+            (
+                Some(s),
+                Some(secret_stream(api, watcher::Config::default(), w)),
+            )
+        }
+        None => (None, None),
     };
     let creds = CredentialSource {
         default_secret: config.default_secret.clone(),
         default_store: default_store.clone(),
         ref_store: ref_store.clone(),
+        zone_secrets: config
+            .governance
+            .as_ref()
+            .zip(zone_secret_store.clone())
+            .map(|(g, s)| (g.operator_namespace.clone(), s)),
     };
+    let (zone_store, zone_writer) = reflector::store::<CloudflareZone>();
+    let (ns_store, ns_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+    let governance = config.governance.as_ref().map(|g| Governance {
+        zones: zone_store.clone(),
+        namespaces: ns_store.clone(),
+        instance: g.instance.clone(),
+        claim_stale_after: (config.settings.resync * 3).max(Duration::from_secs(60)),
+        all_namespaces: config.namespace.is_none(),
+    });
     let reporter = Reporter {
         controller: "origin-region-operator".into(),
         instance: Some(config.reporter.clone()),
@@ -113,6 +153,7 @@ pub async fn run(
         metrics: metrics.clone(),
         settings: config.settings.clone(),
         lease: config.lease.clone(),
+        governance,
     });
 
     // Every mapping event marks the zones it names: its spec zone and the zone it owns.
@@ -165,11 +206,80 @@ pub async fn run(
         })
         .collect();
 
+    let mut governance_tasks = Vec::new();
+    if config.governance.is_some() {
+        // A zone's change (or its Secret's) re-plans that zone; a namespace's label change
+        // re-plans the zones its mappings name.
+        let zones_api: Api<CloudflareZone> = Api::all(ctx.kube.clone());
+        let zone_events = kube::runtime::watcher(zones_api, watcher::Config::default())
+            .default_backoff()
+            .reflect(zone_writer);
+        let q = queue.clone();
+        governance_tasks.push(tokio::spawn(async move {
+            let mut events = std::pin::pin!(zone_events);
+            while let Some(ev) = events.next().await {
+                match ev {
+                    Ok(WatchEvent::Apply(z) | WatchEvent::Delete(z) | WatchEvent::InitApply(z)) => {
+                        q.schedule(&z.spec.zone_id, debounce)
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "watching CloudflareZones failed; retrying")
+                    }
+                }
+            }
+        }));
+        let ns_api: Api<PartialObjectMeta<Namespace>> = Api::all(ctx.kube.clone());
+        let ns_events = kube::runtime::watcher(ns_api, watcher::Config::default())
+            .default_backoff()
+            .reflect(ns_writer);
+        let (q, mappings) = (queue.clone(), store.clone());
+        governance_tasks.push(tokio::spawn(async move {
+            let mut events = std::pin::pin!(ns_events);
+            while let Some(ev) = events.next().await {
+                let ns = match ev {
+                    Ok(WatchEvent::Apply(n) | WatchEvent::Delete(n)) => n.name_any(),
+                    Ok(_) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "watching Namespaces failed; retrying");
+                        continue;
+                    }
+                };
+                for o in mappings.state() {
+                    if o.metadata.namespace.as_deref() == Some(ns.as_str()) {
+                        q.schedule(&o.spec.zone_id, debounce);
+                    }
+                }
+            }
+        }));
+        if let Some(events) = zone_secret_events {
+            let (q, zones) = (queue.clone(), zone_store.clone());
+            governance_tasks.push(tokio::spawn(async move {
+                let mut events = std::pin::pin!(events);
+                while let Some(ev) = events.next().await {
+                    if ev.is_ok() {
+                        for z in zones.state() {
+                            q.schedule(&z.spec.zone_id, debounce);
+                        }
+                    }
+                }
+            }));
+        }
+    }
+
     // Caches must be complete before planning, or a missing object would look deleted.
+    let governed = config.governance.is_some();
     let ready = async {
         let _ = store.wait_until_ready().await;
-        for s in [&default_store, &ref_store].into_iter().flatten() {
+        for s in [&default_store, &ref_store, &zone_secret_store]
+            .into_iter()
+            .flatten()
+        {
             let _ = s.wait_until_ready().await;
+        }
+        if governed {
+            let _ = zone_store.wait_until_ready().await;
+            let _ = ns_store.wait_until_ready().await;
         }
     };
     let mut shutdown = std::pin::pin!(shutdown);
@@ -214,7 +324,7 @@ pub async fn run(
         let _ = w.await;
     }
     mapping_task.abort();
-    for t in secret_tasks {
+    for t in secret_tasks.into_iter().chain(governance_tasks) {
         t.abort();
     }
 }

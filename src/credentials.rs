@@ -9,10 +9,12 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::ResourceExt;
 
 use crate::cloudflare::Credentials;
 use crate::crd::OriginCloudRegionMapping;
 use crate::error::Problem;
+use crate::zone::{CloudflareZone, CREDENTIALS_LABEL};
 
 /// Keys of a credentials Secret.
 pub const TOKEN_KEY: &str = "apiToken";
@@ -28,8 +30,13 @@ pub struct CredentialSource {
     pub default_secret: Option<(String, String)>,
     /// Cache of the operator-wide Secret (a single-object watch).
     pub default_store: Option<Store<Secret>>,
-    /// Cache of Secrets in watched namespaces; `None` when per-object Secrets are disabled.
+    /// Cache of Secrets mappings may name: every Secret of the watched namespaces (undeclared
+    /// zones), or only those labelled [`crate::zone::CREDENTIALS_LABEL`] (declared zones);
+    /// `None` when per-object Secrets are disabled.
     pub ref_store: Option<Store<Secret>>,
+    /// With declared zones: the operator's namespace and the cache of its Secrets, where
+    /// CloudflareZones' credentials live.
+    pub zone_secrets: Option<(String, Store<Secret>)>,
 }
 
 /// Credentials resolved for one object, with the Secret they came from.
@@ -75,6 +82,68 @@ impl CredentialSource {
         })
     }
 
+    /// Resolves the credentials an object uses against a declared zone: its own Secret only
+    /// when the zone allows namespace credentials and the Secret opted in; otherwise the
+    /// zone's Secret, or the operator-wide one.
+    pub fn resolve_in(
+        &self,
+        zone: &CloudflareZone,
+        obj: &OriginCloudRegionMapping,
+    ) -> Result<Resolved, Problem> {
+        let Some(r) = &obj.spec.credentials_secret_ref else {
+            return self.resolve_zone(zone);
+        };
+        if !zone.spec.allow_namespace_credentials {
+            return Err(Problem::NamespaceCredentialsNotAllowed {
+                zone: zone.name_any(),
+                name: r.name.clone(),
+            });
+        }
+        let ns = obj.metadata.namespace.clone().unwrap_or_default();
+        let opted_in =
+            |s: &Secret| s.labels().get(CREDENTIALS_LABEL).map(String::as_str) == Some("true");
+        let secret = self
+            .ref_store
+            .as_ref()
+            .and_then(|store| store.get(&ObjectRef::new(&r.name).within(&ns)))
+            .filter(|s| opted_in(s))
+            .ok_or_else(|| Problem::SecretNotOptedIn {
+                namespace: ns.clone(),
+                name: r.name.clone(),
+            })?;
+        resolved(&secret, ns, r.name.clone())
+    }
+
+    /// The credentials a declared zone itself is read and written with.
+    pub fn resolve_zone(&self, zone: &CloudflareZone) -> Result<Resolved, Problem> {
+        let Some(r) = &zone.spec.credentials_secret_ref else {
+            return self.resolve_default();
+        };
+        let Some((ns, store)) = &self.zone_secrets else {
+            return Err(Problem::NoCredentials);
+        };
+        let secret = store
+            .get(&ObjectRef::new(&r.name).within(ns))
+            .ok_or_else(|| Problem::CredentialsMissing {
+                namespace: ns.clone(),
+                name: r.name.clone(),
+            })?;
+        resolved(&secret, ns.clone(), r.name.clone())
+    }
+
+    fn resolve_default(&self) -> Result<Resolved, Problem> {
+        let (Some((ns, name)), Some(store)) = (&self.default_secret, &self.default_store) else {
+            return Err(Problem::NoCredentials);
+        };
+        let secret = store.get(&ObjectRef::new(name).within(ns)).ok_or_else(|| {
+            Problem::CredentialsMissing {
+                namespace: ns.clone(),
+                name: name.clone(),
+            }
+        })?;
+        resolved(&secret, ns.clone(), name.clone())
+    }
+
     /// Whether a Secret event concerns `obj`'s credentials.
     pub fn uses(&self, obj: &OriginCloudRegionMapping, namespace: &str, name: &str) -> bool {
         match &obj.spec.credentials_secret_ref {
@@ -85,6 +154,18 @@ impl CredentialSource {
                 .is_some_and(|(n, s)| n == namespace && s == name),
         }
     }
+}
+
+fn resolved(secret: &Secret, namespace: String, name: String) -> Result<Resolved, Problem> {
+    let credentials = from_secret(secret).map_err(|why| Problem::CredentialsInvalid {
+        namespace,
+        name,
+        why,
+    })?;
+    Ok(Resolved {
+        fingerprint: credentials.fingerprint(),
+        credentials,
+    })
 }
 
 /// Reads credentials from a Secret's data; the error names the key, never a value.

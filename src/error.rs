@@ -117,6 +117,66 @@ pub enum Problem {
         /// The error.
         why: String,
     },
+    /// No CloudflareZone declares the zone, and the operator requires declarations.
+    #[error("zone {zone} is not declared: a cluster admin must create a CloudflareZone with spec.zoneId {zone} before mappings may use it")]
+    ZoneNotDeclared {
+        /// Zone identifier.
+        zone: String,
+    },
+    /// The zone's CloudflareZone does not admit the mapping's namespace.
+    #[error("CloudflareZone {zone} does not admit namespace {namespace}: {rule}")]
+    NamespaceNotAdmitted {
+        /// CloudflareZone name.
+        zone: String,
+        /// The mapping's namespace.
+        namespace: String,
+        /// The zone's rule, in words.
+        rule: String,
+    },
+    /// The mapping names a Secret of its namespace but the zone does not allow that.
+    #[error("credentialsSecretRef {name:?} is set but CloudflareZone {zone} does not allow namespace credentials (spec.allowNamespaceCredentials); remove the reference to use the zone's credentials")]
+    NamespaceCredentialsNotAllowed {
+        /// CloudflareZone name.
+        zone: String,
+        /// The referenced Secret.
+        name: String,
+    },
+    /// The referenced Secret does not carry the opt-in label (or does not exist).
+    #[error("Secret {namespace}/{name} not found among Secrets labelled originregions.io/credentials=true; its owner must label it before mappings may use it")]
+    SecretNotOptedIn {
+        /// Namespace of the Secret.
+        namespace: String,
+        /// Name of the Secret.
+        name: String,
+    },
+    /// The entry exists in Cloudflare, no object owns it, and the zone refuses adoption.
+    #[error("zone {zone} already maps {ip} (made outside this cluster) and its CloudflareZone's adoption policy is Never; delete the entry in Cloudflare, or set spec.adoption: Adopt")]
+    AdoptionRefused {
+        /// Zone identifier.
+        zone: String,
+        /// Canonical IP.
+        ip: String,
+    },
+    /// The IP was just released by an object of another namespace and is held for it.
+    #[error("origin IP {ip} of zone {zone} was released by a deleted object of namespace {namespace} and is held for that namespace for a minute (a replace); retrying")]
+    Reserved {
+        /// Zone identifier.
+        zone: String,
+        /// Canonical IP.
+        ip: String,
+        /// Namespace it is held for.
+        namespace: String,
+    },
+    /// Another operator instance writes the zone.
+    #[error(
+        "zone {zone} is written by operator instance {writer}; this instance writes nothing to it"
+    )]
+    OtherWriter {
+        /// Zone identifier.
+        zone: String,
+        /// The other instance.
+        writer: String,
+    },
     /// A Kubernetes write the operator needs before or after a remote write failed.
     #[error("writing {what} to Kubernetes failed, retrying: {why}")]
     KubernetesWriteFailed {
@@ -147,13 +207,22 @@ impl Problem {
             Problem::MoveBlocked { .. } => "MoveBlocked",
             Problem::ZoneNotFound { .. } => "ZoneNotFound",
             Problem::KubernetesWriteFailed { .. } => "KubernetesWriteFailed",
+            Problem::ZoneNotDeclared { .. } => "ZoneNotDeclared",
+            Problem::NamespaceNotAdmitted { .. } => "NamespaceNotAdmitted",
+            Problem::NamespaceCredentialsNotAllowed { .. } => "NamespaceCredentialsNotAllowed",
+            Problem::SecretNotOptedIn { .. } => "SecretNotOptedIn",
+            Problem::AdoptionRefused { .. } => "AdoptionRefused",
+            Problem::OtherWriter { .. } => "OtherWriter",
+            Problem::Reserved { .. } => "Reserved",
         }
     }
 
     /// Whether the controller retries on its own or waits for a change.
     pub fn action(&self) -> Action {
         match self {
-            Problem::DeletionBlocked { retrying: true, .. } => Action::Retry,
+            Problem::DeletionBlocked { retrying: true, .. } | Problem::Reserved { .. } => {
+                Action::Retry
+            }
             Problem::CloudflareUnavailable(_)
             | Problem::Moving { .. }
             | Problem::KubernetesWriteFailed { .. } => Action::Retry,

@@ -18,4 +18,5 @@ pub mod status;
 pub mod telemetry;
 pub mod verdict;
 pub mod wire;
+pub mod zone;
 pub mod zone_state;

@@ -13,8 +13,8 @@ use origin_region_operator::{crd, leader, plan, telemetry};
 async fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Crd => {
-            print!("{}", crd::crd_yaml());
+        Command::Crd(args) => {
+            print!("{}", crd::crd_yaml(args.kind));
             Ok(())
         }
         Command::Plan(args) => {
@@ -61,6 +61,17 @@ async fn run(args: RunArgs) -> Result<(), String> {
         },
         reporter: identity.clone(),
         lease: None,
+        governance: (!args.zones.allow_undeclared_zones).then(|| {
+            let operator_namespace = args.zones.namespace();
+            controller::ZoneGovernance {
+                instance: args
+                    .zones
+                    .instance_name
+                    .clone()
+                    .unwrap_or_else(|| format!("{operator_namespace}/{}", args.lease_name)),
+                operator_namespace,
+            }
+        }),
     };
     if !args.leader_election {
         metrics.leader.set(1);

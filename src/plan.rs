@@ -1,14 +1,16 @@
 //! The `plan` subcommand: reads the objects and each zone's remote state and prints what `run`
 //! would change, without writing anything anywhere.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::ListParams;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::Event;
 use kube::Api;
+use kube::ResourceExt;
 use serde::Serialize;
 
 use crate::cli::PlanArgs;
@@ -16,7 +18,8 @@ use crate::crd::OriginCloudRegionMapping;
 use crate::credentials::CredentialSource;
 use crate::ownership::{self, ObjectKey};
 use crate::planner::{plan_zone, Release, Step, UpsertKind, ZonePlan};
-use crate::reconciler::{read_zone, views, Member};
+use crate::reconciler::{credentials_for, read_zone, views, Member};
+use crate::zone::{self, AdoptionPolicy, CloudflareZone};
 use crate::zone_state::ZoneState;
 
 /// One planned change, as printed.
@@ -73,10 +76,39 @@ pub async fn run(args: PlanArgs) -> Result<(), String> {
         ))
     });
     let ref_store = secrets_store(&kube, refs).await;
+    // Declared zones: the CloudflareZones, the namespaces' labels and the zones' Secrets.
+    let governed = !args.zones.allow_undeclared_zones;
+    let operator_namespace = args.zones.namespace();
+    let (declarations, namespace_labels) = if governed {
+        let zones: Api<CloudflareZone> = Api::all(kube.clone());
+        let zones = zones
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| format!("listing CloudflareZones: {e}"))?
+            .items;
+        let namespaces: Api<PartialObjectMeta<Namespace>> = Api::all(kube.clone());
+        let labels: BTreeMap<String, BTreeMap<String, String>> = namespaces
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| format!("listing Namespaces: {e}"))?
+            .items
+            .into_iter()
+            .map(|n| (n.name_any(), n.metadata.labels.unwrap_or_default()))
+            .collect();
+        (zones, labels)
+    } else {
+        (vec![], BTreeMap::new())
+    };
+    let zone_refs = declarations.iter().filter_map(|z| {
+        let r = z.spec.credentials_secret_ref.as_ref()?;
+        Some((operator_namespace.clone(), r.name.clone()))
+    });
+    let zone_store = secrets_store(&kube, zone_refs).await;
     let creds = CredentialSource {
         default_secret: args.cloudflare.default_credentials_secret.clone(),
         default_store: Some(default_store),
         ref_store: args.cloudflare.watch_secret_refs.then_some(ref_store),
+        zone_secrets: governed.then(|| (operator_namespace.clone(), zone_store)),
     };
     let clients = args.cloudflare.clients(None);
 
@@ -87,23 +119,33 @@ pub async fn run(args: PlanArgs) -> Result<(), String> {
             z.insert(o.spec.zone_id.clone());
             z
         })
+        .chain(declarations.iter().map(|d| d.spec.zone_id.clone()))
         .collect();
     let mut reports = Vec::new();
     for zone in zones {
+        let declaration = zone::declared(&declarations, &zone);
+        let no_labels = BTreeMap::new();
         let members: Vec<Member> = objects
             .iter()
             .filter(|o| o.spec.zone_id == zone || ownership::owned_zones(o).contains(&zone))
-            .map(|o| Member {
-                obj: o.clone(),
-                key: ObjectKey::of(o),
-                cred: creds.resolve(o),
+            .map(|o| {
+                let ns = o.metadata.namespace.clone().unwrap_or_default();
+                let labels = namespace_labels.get(&ns).unwrap_or(&no_labels);
+                Member {
+                    obj: o.clone(),
+                    key: ObjectKey::of(o),
+                    cred: credentials_for(&creds, governed, declaration, &zone, o, labels),
+                }
             })
             .collect();
+        let lead = declaration.map(|d| creds.resolve_zone(d));
+        let lead = lead.as_ref().and_then(|l| l.as_ref().ok());
         // The same read and the same planning as `run`, from an empty memory, so the two
         // cannot disagree; only reads are made.
         let mut state = ZoneState::default();
         let ttl = std::time::Duration::ZERO;
-        let snap = match read_zone(&clients, &zone, &mut state, &members, true, ttl).await {
+        let read = read_zone(&clients, &zone, &mut state, &members, lead, true, ttl).await;
+        let mut snap = match read {
             Ok(snap) => snap,
             Err(failure) => {
                 reports.push(ZoneReport {
@@ -114,6 +156,7 @@ pub async fn run(args: PlanArgs) -> Result<(), String> {
                 continue;
             }
         };
+        snap.adopt = declaration.is_none_or(|d| d.spec.adoption == AdoptionPolicy::Adopt);
         let views = views(&members, &snap, |_| None);
         let plan = plan_zone(&zone, &views, snap.facts());
         reports.push(ZoneReport {

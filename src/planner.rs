@@ -67,6 +67,11 @@ pub struct ZoneFacts<'a> {
     pub catalog: Option<&'a SupportedRegions>,
     /// Entries the zone held when Cloudflare last refused a create as over the limit.
     pub capacity: Option<usize>,
+    /// Whether an existing entry that no object owns may be taken over (adopted).
+    pub adopt: bool,
+    /// IPs recently released by a deleted owner, held for the owner's namespace a while (a
+    /// GitOps replace deletes and recreates): namespace by IP.
+    pub reserved: Option<&'a HashMap<String, String>>,
 }
 
 /// Why an upsert is made; only the Event differs.
@@ -204,6 +209,24 @@ pub fn plan_zone(zone: &str, objects: &[ObjectView], facts: ZoneFacts<'_>) -> Zo
         })
         .collect();
 
+    // An IP stays with its owner's namespace while the owner is being deleted, and a while
+    // after (`facts.reserved`): another namespace's object never takes it over in that window.
+    let mut reserved: HashMap<&str, &str> = facts
+        .reserved
+        .map(|r| {
+            r.iter()
+                .map(|(ip, ns)| (ip.as_str(), ns.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    for o in objects.iter().filter(|o| o.deleting) {
+        for e in o.owned.iter().filter(|e| e.zone == zone) {
+            reserved.insert(e.ip.as_str(), o.key.namespace.as_str());
+        }
+    }
+    let allowed =
+        |o: &ObjectView, ip: &str| reserved.get(ip).is_none_or(|ns| *ns == o.key.namespace);
+
     // Winners: an owner first, else the oldest candidate that is not blocked.
     let mut candidates: BTreeMap<&str, Vec<&ObjectView>> = BTreeMap::new();
     for o in objects {
@@ -214,10 +237,10 @@ pub fn plan_zone(zone: &str, objects: &[ObjectView], facts: ZoneFacts<'_>) -> Zo
     let mut winners: HashMap<&str, &ObjectKey> = HashMap::new();
     for (ip, list) in &mut candidates {
         list.sort_by(|a, b| (&a.created, &a.key).cmp(&(&b.created, &b.key)));
-        let winner = list
-            .iter()
-            .find(|o| here(o, ip))
-            .or_else(|| list.iter().find(|o| problems[&o.key].is_none()));
+        let winner = list.iter().find(|o| here(o, ip)).or_else(|| {
+            list.iter()
+                .find(|o| problems[&o.key].is_none() && allowed(o, ip))
+        });
         if let Some(w) = winner {
             winners.insert(ip, &w.key);
         }
@@ -316,6 +339,14 @@ pub fn plan_zone(zone: &str, objects: &[ObjectView], facts: ZoneFacts<'_>) -> Zo
                 (Ok(ip), None) => {
                     let ip = ip.as_str();
                     match winners.get(ip) {
+                        None if !allowed(o, ip) => {
+                            let p = Problem::Reserved {
+                                zone: zone.to_string(),
+                                ip: ip.to_string(),
+                                namespace: reserved[ip].to_string(),
+                            };
+                            (forget_contested(), None, Step::Blocked(p))
+                        }
                         Some(w) if **w != o.key => {
                             let p = Problem::Conflict {
                                 zone: zone.to_string(),
@@ -325,6 +356,13 @@ pub fn plan_zone(zone: &str, objects: &[ObjectView], facts: ZoneFacts<'_>) -> Zo
                             (forget_contested(), None, Step::Blocked(p))
                         }
                         _ if owned_elsewhere => (forget_contested(), None, Step::WaitForRelease),
+                        _ if !here(o, ip) && !facts.adopt && facts.remote.contains_key(ip) => {
+                            let p = Problem::AdoptionRefused {
+                                zone: zone.to_string(),
+                                ip: ip.to_string(),
+                            };
+                            (forget_contested(), None, Step::Blocked(p))
+                        }
                         _ => {
                             let first_time = !here(o, ip);
                             let step = match facts.remote.get(ip) {
@@ -486,6 +524,8 @@ mod tests {
                 remote: r,
                 catalog: Some(&c),
                 capacity: None,
+                adopt: true,
+                reserved: None,
             },
         )
     }
@@ -536,6 +576,99 @@ mod tests {
         assert!(matches!(
             step_of(&p, "ns/a").step,
             Step::Upsert(_, UpsertKind::Adopt)
+        ));
+    }
+
+    #[test]
+    fn adoption_never_refuses_an_unowned_entry_but_not_an_owned_one() {
+        let r = remote(&[("192.0.2.1", "us-east-1")]);
+        let c = catalog();
+        let facts = ZoneFacts {
+            remote: &r,
+            catalog: Some(&c),
+            capacity: None,
+            adopt: false,
+            reserved: None,
+        };
+        for region in ["us-east-1", "us-west-2"] {
+            let a = obj("ns/a", "1", "192.0.2.1", region);
+            let p = plan_zone(Z, &[a], facts);
+            assert!(p.is_noop());
+            assert!(matches!(
+                step_of(&p, "ns/a").step,
+                Step::Blocked(Problem::AdoptionRefused { .. })
+            ));
+        }
+        // Its own entry (recorded, e.g. after a lost response) is not an adoption.
+        let a = owning(obj("ns/a", "1", "192.0.2.1", "us-west-2"), Z, "192.0.2.1");
+        let p = plan_zone(Z, &[a], facts);
+        assert!(matches!(
+            step_of(&p, "ns/a").step,
+            Step::Upsert(_, UpsertKind::Update)
+        ));
+        // A new entry is no adoption either.
+        let b = obj("ns/b", "1", "192.0.2.2", "us-east-1");
+        let p = plan_zone(Z, &[b], facts);
+        assert!(matches!(
+            step_of(&p, "ns/b").step,
+            Step::Upsert(_, UpsertKind::Create)
+        ));
+    }
+
+    #[test]
+    fn another_namespace_never_takes_over_an_ip_while_its_owner_is_replaced() {
+        let mut b = owning(
+            obj("team-b/web", "2", "192.0.2.1", "us-east-1"),
+            Z,
+            "192.0.2.1",
+        );
+        b.deleting = true;
+        let a = obj("team-a/squat", "1", "192.0.2.1", "us-west-2");
+        let r = remote(&[("192.0.2.1", "us-east-1")]);
+        let p = plan(&[b.clone(), a.clone()], &r);
+        // b deletes its entry as if nobody claimed it; a waits.
+        assert_eq!(
+            step_of(&p, "team-b/web").releases,
+            vec![Release::Delete("192.0.2.1".into())]
+        );
+        assert!(matches!(
+            step_of(&p, "team-a/squat").step,
+            Step::Blocked(Problem::Reserved { .. })
+        ));
+        // After b is gone the IP stays reserved for team-b: its recreated object wins.
+        let reserved: HashMap<String, String> =
+            [("192.0.2.1".to_string(), "team-b".to_string())].into();
+        let b2 = obj("team-b/web", "3", "192.0.2.1", "us-east-1");
+        let c = catalog();
+        let empty = remote(&[]);
+        let facts = ZoneFacts {
+            remote: &empty,
+            catalog: Some(&c),
+            capacity: None,
+            adopt: true,
+            reserved: Some(&reserved),
+        };
+        let p = plan_zone(Z, &[a.clone(), b2], facts);
+        assert!(matches!(
+            step_of(&p, "team-b/web").step,
+            Step::Upsert(_, UpsertKind::Create)
+        ));
+        assert!(matches!(
+            step_of(&p, "team-a/squat").step,
+            Step::Blocked(Problem::Conflict { .. })
+        ));
+        // The same namespace may take over at once (one team renaming its object).
+        let mut b = owning(
+            obj("team-b/web", "2", "192.0.2.1", "us-east-1"),
+            Z,
+            "192.0.2.1",
+        );
+        b.deleting = true;
+        let sibling = obj("team-b/new", "1", "192.0.2.1", "us-east-1");
+        let p = plan(&[b, sibling], &r);
+        assert!(matches!(
+            step_of(&p, "team-b/new").step,
+            Step::InSync { adopted: true }
         ));
     }
 
@@ -793,6 +926,8 @@ mod tests {
             remote: &r,
             catalog: Some(&c),
             capacity: Some(2),
+            adopt: true,
+            reserved: None,
         };
         let p = plan_zone(Z, &[gone, upd, new1, new2], facts);
         assert!(matches!(

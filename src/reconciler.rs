@@ -19,10 +19,12 @@ use std::time::{Duration, Instant};
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
@@ -36,6 +38,7 @@ use crate::planner::{plan_zone, ObjectView, ZoneFacts, ZonePlan};
 use crate::status::{self, Note, Seen};
 use crate::verdict::{self, Judgement, Verdict, WriteResults};
 use crate::wire::{Mapping, MappingInput, SupportedRegions, MAX_BATCH};
+use crate::zone::{self, AdoptionPolicy, CloudflareZone};
 use crate::zone_state::{backoff, TerminalMark, ZoneState, ZoneStates};
 
 /// Field manager of every write the operator makes.
@@ -82,6 +85,24 @@ pub struct Context {
     pub settings: Settings,
     /// With leader election: confirms the Lease before every Cloudflare write batch.
     pub lease: Option<crate::leader::LeaseGuard>,
+    /// Declared zones (CloudflareZone); `None` when any zone may be mapped.
+    pub governance: Option<Governance>,
+}
+
+/// What declared zones need at run time.
+pub struct Governance {
+    /// Cache of CloudflareZones.
+    pub zones: Store<CloudflareZone>,
+    /// Cache of Namespaces' metadata (labels, for namespace selectors).
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// The name this installation claims zones under.
+    pub instance: String,
+    /// A claim not renewed for this long may be taken over (an uninstalled writer).
+    pub claim_stale_after: Duration,
+    /// This installation watches every namespace: it keeps the status of every declared
+    /// zone, even one no mapping names. A namespace-scoped one touches (and reads) a zone
+    /// only for mappings of its namespace that the zone admits.
+    pub all_namespaces: bool,
 }
 
 /// What the scheduler should do after a zone reconcile.
@@ -116,6 +137,10 @@ pub struct Snapshot {
     pub capacity: Option<usize>,
     /// Credentials that failed to read or prove the zone, by fingerprint.
     pub refused: HashMap<u64, Problem>,
+    /// Whether unowned entries may be adopted (the zone's policy).
+    pub adopt: bool,
+    /// IPs held for a deleted owner's namespace.
+    pub reserved: HashMap<String, String>,
 }
 
 impl Snapshot {
@@ -125,6 +150,8 @@ impl Snapshot {
             remote: &self.remote,
             catalog: self.catalog.as_ref(),
             capacity: self.capacity,
+            adopt: self.adopt,
+            reserved: Some(&self.reserved),
         }
     }
 }
@@ -140,8 +167,19 @@ pub struct ZoneFailure {
 
 /// Reconciles `zone`; `refresh` forces a fresh list of the remote state (resync).
 pub async fn reconcile_zone(ctx: &Context, zone: &str, refresh: bool) -> ZoneOutcome {
-    let members = members(ctx, zone);
-    if members.is_empty() {
+    let declaration = ctx.governance.as_ref().and_then(|g| {
+        let zones = g.zones.state();
+        zone::declared(zones.iter().map(|z| z.as_ref()), zone)
+            .cloned()
+            .map(Arc::new)
+    });
+    let members = members(ctx, zone, declaration.as_ref());
+    let all_namespaces = ctx.governance.as_ref().is_some_and(|g| g.all_namespaces);
+    let admitted = members.iter().any(|m| m.cred.is_ok());
+    // A namespace-scoped installation with nothing admitted here makes no call for the zone
+    // (and claims nothing): its mappings just report why.
+    let declaration = declaration.filter(|_| all_namespaces || admitted);
+    if members.is_empty() && declaration.is_none() {
         ctx.metrics.set_zone_mappings(zone, 0, 0);
         return ZoneOutcome::default();
     }
@@ -161,6 +199,16 @@ pub async fn reconcile_zone(ctx: &Context, zone: &str, refresh: bool) -> ZoneOut
         ctx.zones.clear_terminal(&uids);
     }
     let (members, mut kube_ok) = release_forced(ctx, members).await;
+    if let (Some(decl), Some(g)) = (&declaration, &ctx.governance) {
+        if let Err(problem) = claim_zone(ctx, g, decl).await {
+            let failure = ZoneFailure {
+                problem,
+                retry_after: None,
+            };
+            return fail_zone(ctx, zone, &members, failure, kube_ok, false).await;
+        }
+    }
+    let lead = declaration.as_ref().map(|d| ctx.creds.resolve_zone(d));
 
     let mut state = ctx.zones.get(zone);
     let snapshot = read_zone(
@@ -168,15 +216,25 @@ pub async fn reconcile_zone(ctx: &Context, zone: &str, refresh: bool) -> ZoneOut
         zone,
         &mut state,
         &members,
+        lead.as_ref().and_then(|l| l.as_ref().ok()),
         refresh,
         ctx.settings.catalog_ttl,
     )
     .await;
     ctx.zones.put(zone, state);
-    let snapshot = match snapshot {
+    let mut snapshot = match snapshot {
         Ok(s) => s,
-        Err(failure) => return fail_zone(ctx, zone, &members, failure, kube_ok).await,
+        Err(failure) => {
+            if let Some(decl) = &declaration {
+                let fail = Some(&failure.problem);
+                publish_zone(ctx, decl, zone, &members, None, lead.as_ref(), fail).await;
+            }
+            return fail_zone(ctx, zone, &members, failure, kube_ok, true).await;
+        }
     };
+    snapshot.adopt = declaration
+        .as_ref()
+        .is_none_or(|d| d.spec.adoption == AdoptionPolicy::Adopt);
 
     let views = views(&members, &snapshot, |m| terminal_of(ctx, m));
     let plan = plan_zone(zone, &views, snapshot.facts());
@@ -200,6 +258,7 @@ pub async fn reconcile_zone(ctx: &Context, zone: &str, refresh: bool) -> ZoneOut
         .map(|(v, p)| verdict::judge(zone, v, p, &results))
         .collect();
     remember_terminal(ctx, &members, &judgements, &results);
+    remember_releases(ctx, zone, &judgements);
     let state = ctx.zones.get(zone);
     let seen_remote = state.remote.clone().unwrap_or_default();
     let seen = Seen {
@@ -207,22 +266,206 @@ pub async fn reconcile_zone(ctx: &Context, zone: &str, refresh: bool) -> ZoneOut
         catalog: snapshot.catalog.as_ref(),
     };
     kube_ok &= publish(ctx, zone, &members, &judgements, seen).await;
+    if let Some(decl) = &declaration {
+        let read = Some((&state, &snapshot));
+        kube_ok &= publish_zone(ctx, decl, zone, &members, read, lead.as_ref(), None).await;
+    }
     count_readiness(ctx, zone, &judgements);
-    next_run(ctx, zone, &judgements, kube_ok, retry_after)
+    let retry = verdict::needs_retry(&judgements) || !kube_ok;
+    next_run(ctx, zone, retry, "ok", &judgements, retry_after)
 }
 
-/// (cache) The objects naming `zone` in spec or in their ownership record.
-fn members(ctx: &Context, zone: &str) -> Vec<Member> {
+/// (cache) The objects naming `zone` in spec or in their ownership record, with the
+/// credentials each may use here: with declared zones, only when the zone's CloudflareZone
+/// admits its namespace (otherwise the reason, and no Cloudflare call for it).
+fn members(ctx: &Context, zone: &str, declaration: Option<&Arc<CloudflareZone>>) -> Vec<Member> {
+    let labels_of = |ns: &str| -> BTreeMap<String, String> {
+        ctx.governance
+            .as_ref()
+            .and_then(|g| g.namespaces.get(&ObjectRef::new(ns)))
+            .and_then(|n| n.metadata.labels.clone())
+            .unwrap_or_default()
+    };
     ctx.store
         .state()
         .into_iter()
         .filter(|o| o.spec.zone_id == zone || ownership::owned_zones(o).contains(zone))
-        .map(|obj| Member {
-            key: ObjectKey::of(&obj),
-            cred: ctx.creds.resolve(&obj),
-            obj,
+        .map(|obj| {
+            let ns = obj.metadata.namespace.clone().unwrap_or_default();
+            let governed = ctx.governance.is_some();
+            let cred = credentials_for(
+                &ctx.creds,
+                governed,
+                declaration.map(|d| d.as_ref()),
+                zone,
+                &obj,
+                &labels_of(&ns),
+            );
+            Member {
+                key: ObjectKey::of(&obj),
+                cred,
+                obj,
+            }
         })
         .collect()
+}
+
+/// (pure, over caches) The credentials `obj` may use in `zone`: its own or the operator-wide
+/// ones when zones need no declaration; with declarations, only when the zone's CloudflareZone
+/// admits its namespace (with these labels), else the reason and no Cloudflare call for it.
+pub fn credentials_for(
+    creds: &CredentialSource,
+    governed: bool,
+    declaration: Option<&CloudflareZone>,
+    zone: &str,
+    obj: &OriginCloudRegionMapping,
+    namespace_labels: &BTreeMap<String, String>,
+) -> Result<Resolved, Problem> {
+    match (governed, declaration) {
+        (false, _) => creds.resolve(obj),
+        (true, None) => Err(Problem::ZoneNotDeclared {
+            zone: zone.to_string(),
+        }),
+        (true, Some(d)) => {
+            let ns = obj.metadata.namespace.clone().unwrap_or_default();
+            zone::admit(d, &ns, namespace_labels).and_then(|()| creds.resolve_in(d, obj))
+        }
+    }
+}
+
+/// (kube) Claims the zone for this installation in the CloudflareZone's status, unless another
+/// installation holds a fresh claim (then the problem every mapping reports). The claim is a
+/// status patch guarded by resourceVersion, so two installations never both win it.
+async fn claim_zone(ctx: &Context, g: &Governance, decl: &CloudflareZone) -> Result<(), Problem> {
+    let now = jiff::Timestamp::now();
+    let status = decl.status.as_ref();
+    if let Err(writer) = zone::writer_check(status, &g.instance, now, g.claim_stale_after) {
+        return Err(Problem::OtherWriter {
+            zone: decl.spec.zone_id.clone(),
+            writer,
+        });
+    }
+    let renew_after = jiff::SignedDuration::try_from(g.claim_stale_after / 3).unwrap_or_default();
+    let fresh = status.is_some_and(|s| {
+        s.writer.as_deref() == Some(g.instance.as_str())
+            && s.writer_renewed
+                .as_ref()
+                .is_some_and(|t| now.duration_since(t.0) < renew_after)
+    });
+    if fresh {
+        return Ok(());
+    }
+    let api: Api<CloudflareZone> = Api::all(ctx.kube.clone());
+    let patch = json!({
+        "metadata": {"resourceVersion": decl.resource_version()},
+        "status": {"writer": g.instance, "writerRenewed": Time(now)},
+    });
+    let params = PatchParams::default();
+    match api
+        .patch_status(&decl.name_any(), &params, &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {
+            ctx.metrics.kube_write("zone");
+            Ok(())
+        }
+        Err(e) => Err(Problem::KubernetesWriteFailed {
+            what: "the zone claim",
+            why: e.to_string(),
+        }),
+    }
+}
+
+/// (kube) Writes the CloudflareZone's status when it changed: readiness, entries managed and
+/// unmanaged, headroom, the catalog, the last full read and the writer.
+async fn publish_zone(
+    ctx: &Context,
+    decl: &CloudflareZone,
+    zone_id: &str,
+    members: &[Member],
+    read: Option<(&ZoneState, &Snapshot)>,
+    lead: Option<&Result<Resolved, Problem>>,
+    failure: Option<&Problem>,
+) -> bool {
+    let Some(g) = &ctx.governance else {
+        return true;
+    };
+    let old = decl.status.clone().unwrap_or_default();
+    let owned: HashSet<String> = members
+        .iter()
+        .flat_map(|m| ownership::owned(&m.obj))
+        .filter(|e| e.zone == zone_id)
+        .map(|e| e.ip)
+        .collect();
+    let lead_problem = match lead {
+        Some(Err(p)) => Some(p.clone()),
+        Some(Ok(r)) => read.and_then(|(_, snap)| snap.refused.get(&r.fingerprint).cloned()),
+        None => None,
+    };
+    let catalog_error = read.and_then(|(state, _)| state.catalog_error.clone());
+    let (ready, reason, message) = match (failure, &lead_problem, catalog_error) {
+        (Some(p), _, _) => ("False", "ZoneUnreadable", p.to_string()),
+        (None, Some(p), _) => ("False", "CredentialsRefused", p.to_string()),
+        (None, None, Some(e)) => (
+            "False",
+            "CatalogUnavailable",
+            format!("supported regions cannot be read (is Tiered Cache on?): {e}"),
+        ),
+        _ => (
+            "True",
+            "Ready",
+            format!("zone {zone_id} is readable with its credentials"),
+        ),
+    };
+    let mut status = zone::CloudflareZoneStatus {
+        observed_generation: decl.metadata.generation,
+        writer: Some(g.instance.clone()),
+        ..old.clone()
+    };
+    if let Some((state, snap)) = read {
+        let managed = snap.remote.keys().filter(|ip| owned.contains(*ip)).count() as i64;
+        let total = snap.remote.len() as i64;
+        let limit = snap.capacity.map_or(zone::ZONE_LIMIT, |c| c as i64);
+        status.managed = Some(managed);
+        status.unmanaged = Some(total - managed);
+        status.limit = Some(limit);
+        status.headroom = Some((limit - total).max(0));
+        status.supported_regions = snap.catalog.as_ref().map(|c| {
+            c.vendors
+                .iter()
+                .map(|(v, rs)| (v.clone(), rs.iter().map(|r| r.name.clone()).collect()))
+                .collect()
+        });
+        status.last_full_read = state.listed_wall.map(Time);
+    }
+    let generation = decl.metadata.generation.unwrap_or_default();
+    let now = Time(jiff::Timestamp::now());
+    let previous = crate::crd::OriginCloudRegionMappingStatus {
+        conditions: old.conditions.clone(),
+        ..Default::default()
+    };
+    status.conditions = vec![status::condition(
+        &previous, generation, ready, reason, &message, &now,
+    )];
+    if status == old {
+        return true;
+    }
+    let api: Api<CloudflareZone> = Api::all(ctx.kube.clone());
+    let patch = json!({ "status": status });
+    let params = PatchParams::default();
+    match api
+        .patch_status(&decl.name_any(), &params, &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {
+            ctx.metrics.kube_write("zone");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(zone = zone_id, error = %e, "writing the CloudflareZone status failed; retrying");
+            false
+        }
+    }
 }
 
 /// (kube) Releases deleting objects annotated force-orphan without any Cloudflare call, so an
@@ -269,11 +512,16 @@ pub async fn read_zone(
     zone: &str,
     state: &mut ZoneState,
     members: &[Member],
+    lead: Option<&Resolved>,
     refresh: bool,
     catalog_ttl: Duration,
 ) -> Result<Snapshot, ZoneFailure> {
-    let mut snap = Snapshot::default();
-    let mut creds: Vec<&Resolved> = Vec::new();
+    let mut snap = Snapshot {
+        adopt: true,
+        ..Default::default()
+    };
+    // The zone's own credential (a declared zone) lists first.
+    let mut creds: Vec<&Resolved> = lead.into_iter().collect();
     let mut live: HashSet<u64> = HashSet::new();
     for m in members {
         if let Ok(r) = &m.cred {
@@ -300,6 +548,7 @@ pub async fn read_zone(
                     state.remote =
                         Some(list.into_iter().map(|m| (m.origin_ip.clone(), m)).collect());
                     state.listed_at = Some(Instant::now());
+                    state.listed_wall = Some(jiff::Timestamp::now());
                     state.proven.insert(r.fingerprint);
                     break;
                 }
@@ -325,10 +574,16 @@ pub async fn read_zone(
                 .supported_regions(zone)
                 .await
             {
-                Ok(c) => state.catalog = Some(c),
+                Ok(c) => {
+                    state.catalog = Some(c);
+                    state.catalog_error = None;
+                }
                 // Without a catalog, Cloudflare still validates each write; the colos are just
                 // not reported.
-                Err(e) => tracing::info!(zone, error = %e, "supported regions unavailable"),
+                Err(e) => {
+                    tracing::info!(zone, error = %e, "supported regions unavailable");
+                    state.catalog_error = Some(e.to_string());
+                }
             }
             state.catalog_at = Some(Instant::now());
         }
@@ -354,6 +609,7 @@ pub async fn read_zone(
         }
     }
     snap.remote = state.remote.clone().unwrap_or_default();
+    snap.reserved = state.reservations();
     snap.catalog = state.catalog.clone();
     snap.capacity = state.capacity;
     Ok(snap)
@@ -664,6 +920,36 @@ async fn call_chunk(
         .collect()
 }
 
+/// Holds the IPs of objects released now for their namespace a while, so an object of another
+/// namespace does not take them over while the owner is being replaced.
+fn remember_releases(ctx: &Context, zone: &str, judgements: &[Judgement]) {
+    let released: Vec<(String, String)> = judgements
+        .iter()
+        .filter_map(|j| match &j.verdict {
+            Verdict::Finalize { deleted, kept } => Some(
+                deleted
+                    .iter()
+                    .chain(kept)
+                    .filter(|e| e.zone == zone)
+                    .map(|e| (e.ip.clone(), j.key.namespace.clone()))
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    if released.is_empty() {
+        return;
+    }
+    ctx.zones.update(zone, |s| {
+        s.released
+            .retain(|_, (_, at)| at.elapsed() < crate::zone_state::RESERVATION);
+        for (ip, ns) in released {
+            s.released.insert(ip, (ns, Instant::now()));
+        }
+    });
+}
+
 /// Whether this process may write: always without leader election, else it must still hold
 /// the Lease right now.
 async fn still_leading(ctx: &Context) -> bool {
@@ -784,6 +1070,7 @@ async fn fail_zone(
     members: &[Member],
     failure: ZoneFailure,
     kube_ok: bool,
+    keep_ready: bool,
 ) -> ZoneOutcome {
     let snap = Snapshot::default();
     let problem = failure.problem.clone();
@@ -803,7 +1090,7 @@ async fn fail_zone(
         .zip(members)
         .map(|((v, p), m)| {
             let mut j = verdict::judge(zone, v, p, &results);
-            if ready_now(&m.obj) && !v.deleting && v.zone_id == zone {
+            if keep_ready && ready_now(&m.obj) && !v.deleting && v.zone_id == zone {
                 j.verdict = Verdict::Untouched;
             }
             j
@@ -814,30 +1101,16 @@ async fn fail_zone(
         catalog: None,
     };
     let kube_ok = publish(ctx, zone, members, &judgements, seen).await && kube_ok;
+    // A permanent error (a wrong zone id) is retried only at resync or on a change.
     let transient = problem.action() == Action::Retry || !kube_ok;
-    let mut state = ctx.zones.get(zone);
-    let wake = judgements.iter().filter_map(|j| j.wake.clone()).collect();
-    if transient {
-        state.failures += 1;
-        let delay = backoff(state.failures, failure.retry_after);
-        ctx.zones.put(zone, state);
-        ctx.metrics.reconcile("retry");
-        ZoneOutcome {
-            requeue_after: Some(delay),
-            refresh_next: false,
-            wake,
-        }
-    } else {
-        // A permanent error (a wrong zone id): retried only at resync or on a change.
-        state.failures = 0;
-        ctx.zones.put(zone, state);
-        ctx.metrics.reconcile("error");
-        ZoneOutcome {
-            requeue_after: Some(ctx.settings.resync),
-            refresh_next: true,
-            wake,
-        }
-    }
+    next_run(
+        ctx,
+        zone,
+        transient,
+        "error",
+        &judgements,
+        failure.retry_after,
+    )
 }
 
 fn count_readiness(ctx: &Context, zone: &str, judgements: &[Judgement]) {
@@ -852,37 +1125,54 @@ fn count_readiness(ctx: &Context, zone: &str, judgements: &[Judgement]) {
     ctx.metrics.set_zone_mappings(zone, ready, not_ready);
 }
 
-/// (pure decision) Retry with backoff after a transient problem or a failed Kubernetes write;
-/// otherwise come back at the next resync.
+/// Retry with backoff when `retry`, otherwise come back at the next resync (`settled` names
+/// that outcome in metrics); wakes the zones the judgements name.
 fn next_run(
     ctx: &Context,
     zone: &str,
+    retry: bool,
+    settled: &'static str,
     judgements: &[Judgement],
-    kube_ok: bool,
     retry_after: Option<Duration>,
 ) -> ZoneOutcome {
     let wake = judgements.iter().filter_map(|j| j.wake.clone()).collect();
     let mut state = ctx.zones.get(zone);
-    if verdict::needs_retry(judgements) || !kube_ok {
+    let outcome = if retry {
         state.failures += 1;
-        let delay = backoff(state.failures, retry_after);
-        ctx.zones.put(zone, state);
         ctx.metrics.reconcile("retry");
         ZoneOutcome {
-            requeue_after: Some(delay),
+            requeue_after: Some(backoff(state.failures, retry_after)),
             refresh_next: false,
             wake,
         }
     } else {
         state.failures = 0;
-        ctx.zones.put(zone, state);
-        ctx.metrics.reconcile("ok");
+        ctx.metrics.reconcile(settled);
         ZoneOutcome {
             requeue_after: Some(ctx.settings.resync),
             refresh_next: true,
             wake,
         }
-    }
+    };
+    ctx.zones.put(zone, state);
+    outcome
+}
+
+/// Records a successful write of ours (its metric, and the version it replaced so a stale
+/// cache is noticed); always true.
+fn noted(
+    ctx: &Context,
+    o: &OriginCloudRegionMapping,
+    after: &OriginCloudRegionMapping,
+    kind: &'static str,
+) -> bool {
+    ctx.metrics.kube_write(kind);
+    ctx.zones.note_write(
+        &o.uid().unwrap_or_default(),
+        o.resource_version(),
+        after.resource_version(),
+    );
+    true
 }
 
 /// Writes a status by server-side apply; true when written (or the object is gone).
@@ -900,15 +1190,7 @@ async fn write_status(
         )
         .await;
     match applied {
-        Ok(after) => {
-            ctx.metrics.kube_write("status");
-            ctx.zones.note_write(
-                &o.uid().unwrap_or_default(),
-                o.resource_version(),
-                after.resource_version(),
-            );
-            true
-        }
+        Ok(after) => noted(ctx, o, &after, "status"),
         Err(e) if is_not_found(&e) => true,
         Err(e) => {
             tracing::warn!(object = %ObjectKey::of(o), error = %e, "writing status failed; retrying");
@@ -936,15 +1218,7 @@ async fn apply_metadata(
         )
         .await;
     match applied {
-        Ok(after) => {
-            ctx.zones.note_write(
-                &o.uid().unwrap_or_default(),
-                o.resource_version(),
-                after.resource_version(),
-            );
-            ctx.metrics.kube_write(kind);
-            true
-        }
+        Ok(after) => noted(ctx, o, &after, kind),
         Err(e) => {
             tracing::warn!(object = %ObjectKey::of(o), error = %e, write = kind, "patching metadata failed; retrying");
             false

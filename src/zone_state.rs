@@ -28,6 +28,27 @@ pub struct ZoneState {
     pub capacity: Option<usize>,
     /// Credential fingerprints proven against this zone since the last full re-read.
     pub proven: std::collections::HashSet<u64>,
+    /// Wall-clock time of the last full list (reported in the CloudflareZone's status).
+    pub listed_wall: Option<jiff::Timestamp>,
+    /// Why the catalog could not be read, when it could not (e.g. Tiered Cache off).
+    pub catalog_error: Option<String>,
+    /// IPs a deleted owner released, with its namespace and when: held for that namespace
+    /// for [`RESERVATION`].
+    pub released: HashMap<String, (String, Instant)>,
+}
+
+/// How long an IP released by a deleted owner stays with the owner's namespace.
+pub const RESERVATION: Duration = Duration::from_secs(60);
+
+impl ZoneState {
+    /// The IPs still held for a namespace, by IP.
+    pub fn reservations(&self) -> HashMap<String, String> {
+        self.released
+            .iter()
+            .filter(|(_, (_, at))| at.elapsed() < RESERVATION)
+            .map(|(ip, (ns, _))| (ip.clone(), ns.clone()))
+            .collect()
+    }
 }
 
 /// A terminal error remembered for one object until its generation or credentials change.

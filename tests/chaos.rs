@@ -148,37 +148,6 @@ async fn retry_kubectl(world: &World, args: &[&str], stdin: Option<&str>) {
     }
 }
 
-/// A policy and binding refusing status writes to mappings in `ns`.
-fn deny_status_policy(ns: &str) -> String {
-    format!(
-        r#"apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingAdmissionPolicy
-metadata: {{name: chaos-deny-status}}
-spec:
-  failurePolicy: Fail
-  matchConstraints:
-    resourceRules:
-    - apiGroups: [originregions.io]
-      apiVersions: ["*"]
-      operations: [UPDATE]
-      resources: [origincloudregionmappings/status]
-  validations:
-  - expression: "false"
-    message: status writes refused by the chaos suite
----
-apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingAdmissionPolicyBinding
-metadata: {{name: chaos-deny-status}}
-spec:
-  policyName: chaos-deny-status
-  validationActions: [Deny]
-  matchResources:
-    namespaceSelector:
-      matchLabels: {{kubernetes.io/metadata.name: {ns}}}
-"#
-    )
-}
-
 /// Random moment in `[from, to)` of the chaos window.
 fn moment(rng: &mut StdRng, from: Duration, to: Duration) -> Duration {
     Duration::from_secs_f64(rng.random_range(from.as_secs_f64()..to.as_secs_f64()))
@@ -344,7 +313,7 @@ async fn converges_exactly_through_faults_crashes_apiserver_restart_and_token_ro
                     eprintln!("chaos: {} token rotation: old token revoked", stamp());
                 }
                 Fault::DenyStatus => {
-                    let policy = deny_status_policy(&world.ns);
+                    let policy = support::e2e::deny_status_policy("chaos-deny-status", &world.ns);
                     retry_kubectl(&world, &["apply", "-f", "-"], Some(&policy)).await;
                     eprintln!("chaos: {} status writes refused", stamp());
                 }

@@ -131,8 +131,43 @@ fn rules(docs: &[Value]) -> Vec<Rule> {
         .collect()
 }
 
+/// Roles the chart aggregates into the built-in admin/edit/view roles for users; the chart
+/// binds them to nobody (checked here), so they grant the operator nothing.
+fn user_roles(docs: &[Value]) -> Vec<String> {
+    let user: Vec<String> = of_kind(docs, "ClusterRole")
+        .into_iter()
+        .filter(|r| {
+            r["metadata"]["labels"].as_mapping().is_some_and(|l| {
+                l.keys().any(|k| {
+                    k.as_str()
+                        .is_some_and(|k| k.starts_with("rbac.authorization.k8s.io/aggregate-to-"))
+                })
+            })
+        })
+        .map(id)
+        .collect();
+    for b in of_kind(docs, "ClusterRoleBinding")
+        .into_iter()
+        .chain(of_kind(docs, "RoleBinding"))
+    {
+        let bound = format!(
+            "ClusterRole -/{}",
+            b["roleRef"]["name"].as_str().unwrap_or_default()
+        );
+        assert!(
+            !user.contains(&bound),
+            "the chart binds the user role {bound}"
+        );
+    }
+    user
+}
+
 fn assert_no_wildcards(name: &str, docs: &[Value]) {
-    let rules = rules(docs);
+    let user = user_roles(docs);
+    let rules: Vec<Rule> = rules(docs)
+        .into_iter()
+        .filter(|r| !user.contains(&r.0))
+        .collect();
     assert!(!rules.is_empty(), "{name}: no RBAC rules rendered");
     for (role, groups, resources, verbs, _) in &rules {
         for x in groups.iter().chain(resources).chain(verbs) {
@@ -153,7 +188,8 @@ fn assert_no_wildcards(name: &str, docs: &[Value]) {
     }
 }
 
-/// Secrets: only the named default-credentials Secret, in the release namespace.
+/// Secrets: only in the release namespace: the named default-credentials Secret, and (with
+/// declared zones) the zones' Secrets, which live there and only cluster admins write.
 fn assert_secrets_locked_down(name: &str, docs: &[Value], secret: &str) {
     let mut grants = 0;
     for (role, _, resources, verbs, names) in rules(docs) {
@@ -165,16 +201,24 @@ fn assert_secrets_locked_down(name: &str, docs: &[Value], secret: &str) {
             role.starts_with(&format!("Role {RELEASE_NS}/")),
             "{name}: Secrets granted by {role}, not by a Role in the release namespace"
         );
+        let zones_role = role.ends_with("-zone-credentials");
         assert_eq!(
             names,
-            vec![secret.to_owned()],
+            if zones_role {
+                vec![]
+            } else {
+                vec![secret.to_owned()]
+            },
             "{name}: {role} is not limited by resourceNames"
         );
         let mut verbs = verbs.clone();
         verbs.sort();
         assert_eq!(verbs, ["get", "list", "watch"], "{name}: {role}");
     }
-    assert_eq!(grants, 1, "{name}: expected exactly one rule on Secrets");
+    assert_eq!(
+        grants, 2,
+        "{name}: expected the default Secret's and the zones' rules"
+    );
 }
 
 fn container(docs: &[Value]) -> &Value {
@@ -332,17 +376,32 @@ fn default_install_is_least_privilege_and_locked_down() {
     assert_metrics_service("default", &docs);
 
     // Predictable names for release "origin-region-operator".
-    let cr = one(&docs, "ClusterRole");
-    assert_eq!(s(cr, &["metadata", "name"]), Some(FULLNAME));
-    let crb = one(&docs, "ClusterRoleBinding");
-    assert_eq!(s(&crb["subjects"][0], &["name"]), Some(FULLNAME));
-    assert_eq!(s(&crb["subjects"][0], &["namespace"]), Some(RELEASE_NS));
+    let user = user_roles(&docs);
+    let mut roles: Vec<String> = of_kind(&docs, "ClusterRole").into_iter().map(id).collect();
+    roles.sort();
+    assert_eq!(
+        roles,
+        [
+            format!("ClusterRole -/{FULLNAME}"),
+            format!("ClusterRole -/{FULLNAME}-mappings-edit"),
+            format!("ClusterRole -/{FULLNAME}-mappings-view"),
+            format!("ClusterRole -/{FULLNAME}-zones"),
+        ]
+    );
+    assert_eq!(user.len(), 2, "{user:?}");
+    for crb in of_kind(&docs, "ClusterRoleBinding") {
+        assert_eq!(s(&crb["subjects"][0], &["name"]), Some(FULLNAME));
+        assert_eq!(s(&crb["subjects"][0], &["namespace"]), Some(RELEASE_NS));
+    }
     let sa = one(&docs, "ServiceAccount");
     assert_eq!(s(sa, &["metadata", "name"]), Some(FULLNAME));
 
     // Exactly the verbs the operator uses, per resource.
     let mut by_resource: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for (role, groups, resources, verbs, _) in rules(&docs) {
+        if user.contains(&role) {
+            continue;
+        }
         for g in &groups {
             for r in &resources {
                 let e = by_resource.entry((g.clone(), r.clone())).or_default();
@@ -375,6 +434,17 @@ fn default_install_is_least_privilege_and_locked_down() {
             &["create", "get", "patch", "update"],
         ),
         ("", "secrets", &["get", "list", "watch"]),
+        (
+            "originregions.io",
+            "cloudflarezones",
+            &["get", "list", "watch"],
+        ),
+        (
+            "originregions.io",
+            "cloudflarezones/status",
+            &["get", "patch"],
+        ),
+        ("", "namespaces", &["get", "list", "watch"]),
     ];
     let got: BTreeMap<(String, String), Vec<String>> = by_resource
         .into_iter()
@@ -413,9 +483,16 @@ fn default_install_is_least_privilege_and_locked_down() {
         s(container(&docs), &["image"]),
         Some("ghcr.io/origin-region-operator/origin-region-operator:0.1.0")
     );
+    let crds: Vec<&str> = of_kind(&docs, "CustomResourceDefinition")
+        .iter()
+        .filter_map(|c| c["metadata"]["name"].as_str())
+        .collect();
     assert_eq!(
-        one(&docs, "CustomResourceDefinition")["metadata"]["name"].as_str(),
-        Some("origincloudregionmappings.originregions.io")
+        crds,
+        [
+            "cloudflarezones.originregions.io",
+            "origincloudregionmappings.originregions.io"
+        ]
     );
 }
 
@@ -424,18 +501,44 @@ fn watch_namespace_install_has_no_cluster_scope() {
     let docs = docs("watch-namespace-values");
     assert_no_wildcards("watch-namespace", &docs);
     assert_pod_locked_down("watch-namespace", &docs);
-    assert!(
-        of_kind(&docs, "ClusterRole").is_empty(),
-        "ClusterRole rendered with watchNamespace"
-    );
-    assert!(of_kind(&docs, "ClusterRoleBinding").is_empty());
-    // perNamespaceSecrets: Secrets readable in the watched namespace only.
+    // Cluster scope only where it cannot be avoided: reading the cluster-scoped
+    // CloudflareZones (and writing their status) and namespaces' labels. The aggregated user
+    // roles are bound to nobody by the chart.
+    let bound: Vec<String> = of_kind(&docs, "ClusterRoleBinding")
+        .iter()
+        .map(|b| {
+            b["roleRef"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(bound, ["origin-region-operator-zones"]);
+    for r in rules(&docs) {
+        if r.0 == "ClusterRole origin-region-operator-zones" {
+            for res in &r.2 {
+                assert!(
+                    ["cloudflarezones", "cloudflarezones/status", "namespaces"]
+                        .contains(&res.as_str()),
+                    "cluster-wide {res} with watchNamespace"
+                );
+            }
+        }
+    }
+    // perNamespaceSecrets: Secrets readable in the watched namespace only, plus the zones'
+    // Secrets in the release namespace.
     let secret_roles: Vec<String> = rules(&docs)
         .into_iter()
         .filter(|r| r.2.iter().any(|x| x == "secrets") && r.4.is_empty())
         .map(|r| r.0)
         .collect();
-    assert_eq!(secret_roles, ["Role demo/origin-region-operator"]);
+    assert_eq!(
+        secret_roles,
+        [
+            "Role demo/origin-region-operator",
+            "Role origin-region-operator/origin-region-operator-zone-credentials"
+        ]
+    );
     assert_eq!(flag(&docs, "--namespace").as_deref(), Some("demo"));
     assert!(args(&docs).contains(&"--watch-secret-refs".to_owned()));
     assert_eq!(
@@ -478,7 +581,7 @@ fn plain_manifests_match_and_are_locked_down() {
     assert_metrics_service("manifests", &docs);
     let ns = one(&docs, "Namespace");
     assert_eq!(s(ns, &["metadata", "name"]), Some(RELEASE_NS));
-    one(&docs, "CustomResourceDefinition");
+    assert_eq!(of_kind(&docs, "CustomResourceDefinition").len(), 2);
     assert_eq!(
         one(&docs, "Deployment")["spec"]["replicas"].as_u64(),
         Some(1)

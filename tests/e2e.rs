@@ -389,21 +389,7 @@ async fn plan_prints_the_changes_and_writes_nothing() {
         .await;
     env.create(&env.mapping("bad", "192.0.2.152", "oci", "moon-1"))
         .await;
-    let mut args: Vec<String> = vec![
-        "plan".into(),
-        "--kubeconfig".into(),
-        env.cp.kubeconfig_path().display().to_string(),
-    ];
-    args.extend(
-        env.base_args()
-            .into_iter()
-            .filter(|a| a != "--debounce" && a != "100ms"),
-    );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_origin-region-operator"))
-        .args(&args)
-        .env_remove("KUBECONFIG")
-        .output()
-        .expect("run plan");
+    let out = env.run_plan(&[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -169,13 +169,33 @@ async fn the_controller_runs_with_only_the_charts_rbac() {
         "{err:?}"
     );
 
+    // The cluster admin declares the zone for the test's namespace.
+    let zone = origin_region_operator::zone::CloudflareZone::new(
+        &format!("install-{}", &env.zone[..12]),
+        origin_region_operator::zone::CloudflareZoneSpec {
+            zone_id: env.zone.clone(),
+            credentials_secret_ref: None,
+            namespaces: vec![env.ns.clone()],
+            namespace_selector: None,
+            adoption: Default::default(),
+            allow_namespace_credentials: false,
+        },
+    );
+    let zones: Api<origin_region_operator::zone::CloudflareZone> = Api::all(env.client.clone());
+    zones
+        .create(&Default::default(), &zone)
+        .await
+        .expect("declare the zone");
+
     // The controller, as the chart runs it (all namespaces, leader election, operator-wide
-    // Secret), but with the ServiceAccount's token.
+    // Secret, declared zones), but with the ServiceAccount's token.
     let args: Vec<String> = [
         "--cloudflare-api-url",
         &env.sim.base_url(),
         "--default-credentials-secret",
         &format!("{release_ns}/cloudflare-api-token"),
+        "--operator-namespace",
+        &release_ns,
         "--leader-election",
         "--lease-namespace",
         &release_ns,
@@ -191,6 +211,26 @@ async fn the_controller_runs_with_only_the_charts_rbac() {
         .await;
     env.wait_ready("m").await;
     env.wait_event("m", "Created").await;
+    // The zone's status is written (claim and report) under the chart's RBAC.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let z = zones
+            .get(&zone.metadata.name.clone().unwrap())
+            .await
+            .unwrap();
+        if z.status
+            .as_ref()
+            .is_some_and(|s| s.writer.is_some() && s.managed == Some(1))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "zone status: {:?}",
+            z.status
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     env.patch_spec("m", json!({"region": "us-west-2"})).await;
     env.wait_remote(&env.zone, "updated", |r| {
         r.get("203.0.113.7").is_some_and(|(_, g)| g == "us-west-2")

@@ -167,34 +167,7 @@ async fn a_lost_response_orphans_nothing_on_an_ip_edit_or_a_zone_move() {
 async fn a_refused_status_write_is_retried_and_an_edit_meanwhile_orphans_nothing() {
     let env = Env::new(&[], &[]).await;
     let policy = format!("deny-status-{}", env.ns);
-    let manifest = format!(
-        r#"apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingAdmissionPolicy
-metadata: {{name: {policy}}}
-spec:
-  failurePolicy: Fail
-  matchConstraints:
-    resourceRules:
-    - apiGroups: [originregions.io]
-      apiVersions: ["*"]
-      operations: [UPDATE]
-      resources: [origincloudregionmappings/status]
-  validations:
-  - expression: "false"
-    message: status writes refused by the test's policy
----
-apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingAdmissionPolicyBinding
-metadata: {{name: {policy}}}
-spec:
-  policyName: {policy}
-  validationActions: [Deny]
-  matchResources:
-    namespaceSelector:
-      matchLabels: {{kubernetes.io/metadata.name: {ns}}}
-"#,
-        ns = env.ns
-    );
+    let manifest = support::e2e::deny_status_policy(&policy, &env.ns);
     env.cp
         .kubectl_with_stdin(&["apply", "-f", "-"], Some(&manifest))
         .await
@@ -534,22 +507,7 @@ async fn plan_predicts_exactly_what_run_writes() {
     env.delete("leaving").await;
     env.delete("orphaner").await;
 
-    let mut args: Vec<String> = vec![
-        "plan".into(),
-        "--json".into(),
-        "--kubeconfig".into(),
-        env.cp.kubeconfig_path().display().to_string(),
-    ];
-    args.extend(
-        env.base_args()
-            .into_iter()
-            .filter(|a| a != "--debounce" && a != "100ms"),
-    );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_origin-region-operator"))
-        .args(&args)
-        .env_remove("KUBECONFIG")
-        .output()
-        .expect("run plan");
+    let out = env.run_plan(&["--json"]);
     assert!(
         out.status.success(),
         "{}",

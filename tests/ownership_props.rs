@@ -137,6 +137,8 @@ impl World {
                 remote: &remote,
                 catalog: Some(&c),
                 capacity: None,
+                adopt: true,
+                reserved: None,
             },
         );
         // Property 1: nothing deleted that a live owner still names.

@@ -91,6 +91,7 @@ impl World {
             self.sim.base_url(),
             "--default-credentials-secret".into(),
             format!("{}/{SECRET}", self.ns),
+            "--allow-undeclared-zones".into(),
         ];
         // Short, so a test runs quickly, unless the test chooses its own.
         if !extra.contains(&"--debounce") {

@@ -48,23 +48,21 @@ pub async fn install_crd(cp: &ControlPlane) {
     CRD.get_or_init(|| apply_crd(cp)).await;
 }
 
-/// Applies the CRD from crds/ to a control plane and waits until it is Established.
+/// Applies the CRDs from crds/ to a control plane and waits until they are Established.
 pub async fn apply_crd(cp: &ControlPlane) {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/crds/originregions.io_origincloudregionmappings.yaml"
-    );
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/");
     cp.kubectl(&["apply", "--server-side", "-f", path])
         .await
-        .expect("apply CRD");
+        .expect("apply CRDs");
     cp.kubectl(&[
         "wait",
         "--for=condition=Established",
         "crd/origincloudregionmappings.originregions.io",
+        "crd/cloudflarezones.originregions.io",
         "--timeout=60s",
     ])
     .await
-    .expect("CRD established");
+    .expect("CRDs established");
 }
 
 impl Env {
@@ -103,6 +101,9 @@ impl Env {
             "--default-credentials-secret".into(),
             format!("{}/{}", self.ns, SECRET),
             "--watch-secret-refs".into(),
+            // Most tests map zones nobody declared (the single-tenant mode); the governed
+            // mode has its own tests.
+            "--allow-undeclared-zones".into(),
             "--debounce".into(),
             "100ms".into(),
         ]
@@ -324,4 +325,55 @@ impl Env {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+
+    /// Runs `origin-region-operator plan` (plus `extra`) against this environment.
+    pub fn run_plan(&self, extra: &[&str]) -> std::process::Output {
+        let mut args: Vec<String> = vec!["plan".into()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push("--kubeconfig".into());
+        args.push(self.cp.kubeconfig_path().display().to_string());
+        args.extend(
+            self.base_args()
+                .into_iter()
+                .filter(|a| a != "--debounce" && a != "100ms"),
+        );
+        std::process::Command::new(env!("CARGO_BIN_EXE_origin-region-operator"))
+            .args(&args)
+            .env_remove("KUBECONFIG")
+            .output()
+            .expect("run plan")
+    }
+}
+
+/// A ValidatingAdmissionPolicy and binding, both named `name`, refusing every status write to
+/// mappings in namespace `ns` (a status write the apiserver refuses, as an admission webhook or
+/// a quota might).
+pub fn deny_status_policy(name: &str, ns: &str) -> String {
+    format!(
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {{name: {name}}}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - apiGroups: [originregions.io]
+      apiVersions: ["*"]
+      operations: [UPDATE]
+      resources: [origincloudregionmappings/status]
+  validations:
+  - expression: "false"
+    message: status writes refused by the test's policy
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {{name: {name}}}
+spec:
+  policyName: {name}
+  validationActions: [Deny]
+  matchResources:
+    namespaceSelector:
+      matchLabels: {{kubernetes.io/metadata.name: {ns}}}
+"#
+    )
 }

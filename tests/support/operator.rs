@@ -17,11 +17,7 @@ pub struct Operator {
 
 /// A free loopback port (bound then released; the race is acceptable in tests).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    testbed::launch::free_port().expect("a free loopback port")
 }
 
 impl Operator {

@@ -3,7 +3,6 @@
 //! Each test binary uses a subset of this API, hence the blanket `dead_code` allowance.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -34,29 +33,8 @@ impl Sim {
             cmd.stderr(Stdio::null());
         }
         let mut child = cmd.spawn().expect("spawn cf-origin-sim");
-        let stdout = child.stdout.take().expect("child stdout");
-        // Read on a thread so a simulator that never gets ready fails the test instead of
-        // hanging it; the thread then keeps draining stdout so the child never blocks.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = tx.send(line);
-            let mut sink = String::new();
-            while reader.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
-                sink.clear();
-            }
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-        let origin = match line.trim().strip_prefix("listening on ") {
-            Some(url) => url.trim_end_matches('/').to_string(),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("cf-origin-sim did not print its listening line within 30 s, got {line:?}");
-            }
-        };
+        let origin = testbed::launch::await_listening(&mut child, Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("cf-origin-sim: {e}"));
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()

@@ -470,6 +470,7 @@ async fn run_scenario(ctx: &Ctx, plan: &Plan) -> Result<Scenario> {
         &sim.base_url(),
         "--default-credentials-secret",
         &format!("{ns}/{}", cluster::SECRET),
+        "--allow-undeclared-zones",
         "--resync-interval",
         "1h",
         "--workers",

@@ -3,7 +3,6 @@
 //! request counters, the operator's Prometheus metrics and its peak RSS.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,10 +15,7 @@ pub type Result<T, E = String> = std::result::Result<T, E>;
 
 /// A free loopback port (bound then released; the race is acceptable on a bench host).
 pub fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("free port: {e}"))?;
-    l.local_addr()
-        .map(|a| a.port())
-        .map_err(|e| format!("free port: {e}"))
+    testbed::launch::free_port().map_err(|e| format!("free port: {e}"))
 }
 
 /// Spawns `cmd` so that the kernel kills it if the bench dies (even by SIGKILL): a stray
@@ -164,35 +160,14 @@ impl Sim {
             .stdout(Stdio::piped())
             .stderr(log_file);
         let mut child = spawn_tied(cmd).map_err(|e| format!("starting {}: {e}", bin.display()))?;
-        let stdout = child.stdout.take().expect("stdout is piped");
-        // Read on a thread so a simulator that never prints its line fails the run instead
-        // of hanging it; the thread then drains stdout so the child never blocks on a pipe.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = tx.send(line);
-            let mut sink = String::new();
-            while reader.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
-                sink.clear();
-            }
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-        let Some(origin) = line.trim().strip_prefix("listening on ") else {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!(
-                "{} did not print its listening line: {line:?}",
-                bin.display()
-            ));
-        };
+        let origin = testbed::launch::await_listening(&mut child, Duration::from_secs(30))
+            .map_err(|e| format!("{}: {e}", bin.display()))?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| format!("http client: {e}"))?;
         Ok(Sim {
-            origin: origin.trim_end_matches('/').to_string(),
+            origin,
             child,
             http,
         })

@@ -34,6 +34,7 @@
 #![warn(missing_docs)]
 
 pub mod bins;
+pub mod launch;
 mod reaper;
 
 use std::ffi::OsString;
