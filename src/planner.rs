@@ -52,6 +52,8 @@ pub struct ObjectView {
     pub owned: BTreeSet<Entry>,
     /// The entry confirmed applied (status), one of `owned`.
     pub applied: Option<Entry>,
+    /// The write-ahead record (annotation) as the object holds it, part of `owned`.
+    pub recorded: BTreeSet<Entry>,
     /// Ready=True for the current generation, with the applied entry equal to the claim.
     pub was_ready: bool,
     /// A problem found before planning (credentials, remembered terminal error).
@@ -473,6 +475,7 @@ mod tests {
             orphan: false,
             owned: BTreeSet::new(),
             applied: None,
+            recorded: BTreeSet::new(),
             was_ready: false,
             blocked: None,
         }

@@ -490,6 +490,7 @@ async fn release_forced(ctx: &Context, members: Vec<Member>) -> (Vec<Member>, bo
                 },
                 applied: None,
                 owned: BTreeSet::new(),
+                record: BTreeSet::new(),
                 wake: None,
             };
             if let Some(note) = status::finalize_note(&j) {
@@ -1048,7 +1049,7 @@ async fn publish_one(
         }
         note = n;
     }
-    if let Some(entries) = verdict::record_to_prune(&ownership::recorded(o), &j.owned) {
+    if let Some(entries) = verdict::record_to_prune(&j.record, &j.owned) {
         if !apply_metadata(ctx, o, o.has_finalizer(), &entries, "record").await {
             return false;
         }
@@ -1345,6 +1346,7 @@ pub fn view_of(o: &OriginCloudRegionMapping, blocked: Option<Problem>) -> Object
         deleting: o.metadata.deletion_timestamp.is_some(),
         orphan: o.spec.deletion_policy == DeletionPolicy::Orphan || o.force_orphan(),
         owned: ownership::owned(o),
+        recorded: ownership::recorded(o),
         applied,
         was_ready,
         blocked,

@@ -236,6 +236,7 @@ mod tests {
             key: ObjectKey::default(),
             verdict,
             owned: applied.iter().cloned().collect::<BTreeSet<_>>(),
+            record: BTreeSet::new(),
             applied,
             wake: None,
         }

@@ -57,6 +57,9 @@ pub struct Judgement {
     pub applied: Option<Entry>,
     /// Everything it owns now: the record minus confirmed releases plus recorded intents.
     pub owned: BTreeSet<Entry>,
+    /// The write-ahead record as it stands after this reconcile's record phase (the object's
+    /// annotation plus the intent just recorded), which a prune starts from.
+    pub record: BTreeSet<Entry>,
     /// Another zone that must run now (a move).
     pub wake: Option<String>,
 }
@@ -91,9 +94,11 @@ pub fn judge(
     for (_, e) in &released {
         owned.remove(e);
     }
+    let mut record = view.recorded.clone();
     if let Some(intent) = &plan.intent {
         if results.recorded.contains(key) {
             owned.insert(intent.clone());
+            record.insert(intent.clone());
         }
     }
     let mut applied = view
@@ -174,6 +179,7 @@ pub fn judge(
         verdict,
         applied,
         owned,
+        record,
         wake,
     }
 }
@@ -224,6 +230,7 @@ mod tests {
             deleting: false,
             orphan: false,
             applied: owned.iter().next().cloned(),
+            recorded: BTreeSet::new(),
             owned,
             was_ready: false,
             blocked: None,
@@ -266,6 +273,30 @@ mod tests {
         assert!(matches!(j.verdict, Verdict::Ready { .. }));
         assert_eq!(j.applied, Some(Entry::new(Z, "192.0.2.2")));
         assert_eq!(j.owned, [Entry::new(Z, "192.0.2.2")].into_iter().collect());
+    }
+
+    #[test]
+    fn a_move_whose_write_was_lost_keeps_the_new_intent_in_the_record() {
+        // Recorded: .1 (from its create); the move records .2, deletes .1, and the PUT of .2
+        // loses its answer. The prune must start from the record as written now ({.1, .2}),
+        // not as the object was read ({.1}), or .2 would be recorded nowhere.
+        let mut v = view("192.0.2.2", &[(Z, "192.0.2.1")]);
+        v.recorded = [Entry::new(Z, "192.0.2.1")].into_iter().collect();
+        let p = plan(
+            vec![Release::Delete("192.0.2.1".into())],
+            Some(Entry::new(Z, "192.0.2.2")),
+            upsert("192.0.2.2"),
+        );
+        let mut r = WriteResults::default();
+        r.recorded.insert(key());
+        r.deletes.insert((key(), "192.0.2.1".into()), Ok(()));
+        r.upserts.insert(
+            key(),
+            Err(Problem::CloudflareUnavailable("cut short".into())),
+        );
+        let j = judge(Z, &v, &p, &r);
+        let new = record_to_prune(&j.record, &j.owned).expect(".1 leaves the record");
+        assert_eq!(new, [Entry::new(Z, "192.0.2.2")].into_iter().collect());
     }
 
     #[test]

@@ -107,6 +107,7 @@ fn view(i: usize, o: &Obj) -> ObjectView {
         orphan: false,
         owned,
         applied: o.applied.clone(),
+        recorded: o.record.clone(),
         was_ready: false,
         blocked: (!o.cred_ok).then(|| Problem::Unauthorized("refused".into())),
     }
@@ -234,7 +235,9 @@ impl World {
             if !matches!(j.verdict, Verdict::Untouched) {
                 o.applied = j.applied.clone();
             }
-            if let Some(rec) = verdict::record_to_prune(&o.record, &j.owned) {
+            // The prune starts from what the reconcile itself computes as the record now, as
+            // the operator does, so a wrong base (a stale read) would orphan here too.
+            if let Some(rec) = verdict::record_to_prune(&j.record, &j.owned) {
                 o.record = rec;
             }
         }

@@ -91,7 +91,9 @@ impl World {
             self.sim.base_url(),
             "--default-credentials-secret".into(),
             format!("{}/{SECRET}", self.ns),
-            "--allow-undeclared-zones".into(),
+            // Declared zones (the default mode): `create_all` declares each zone it uses.
+            "--operator-namespace".into(),
+            self.ns.clone(),
         ];
         // Short, so a test runs quickly, unless the test chooses its own.
         if !extra.contains(&"--debounce") {
@@ -130,6 +132,11 @@ impl World {
     /// Creates every object of `desired`, `parallel` at a time.
     pub async fn create_all(&self, desired: &Desired, parallel: usize) {
         use futures::StreamExt;
+        let zones: std::collections::BTreeSet<&String> =
+            desired.values().map(|w| &w.zone).collect();
+        for zone in zones {
+            self.declare_zone(zone).await;
+        }
         let api = self.api();
         futures::stream::iter(desired.iter())
             .for_each_concurrent(parallel, |(name, want)| {
@@ -147,6 +154,31 @@ impl World {
                 }
             })
             .await;
+    }
+
+    /// Declares `zone` with a CloudflareZone admitting this namespace (once; the operator-wide
+    /// credentials; adoption Never), as a cluster admin would.
+    pub async fn declare_zone(&self, zone: &str) {
+        use origin_region_operator::zone::{CloudflareZone, CloudflareZoneSpec};
+        let api: Api<CloudflareZone> = Api::all(self.client.clone());
+        let z = CloudflareZone::new(
+            &format!("chaos-{zone}"),
+            CloudflareZoneSpec {
+                zone_id: zone.to_string(),
+                credentials_secret_ref: None,
+                namespaces: vec![self.ns.clone()],
+                namespace_selector: None,
+                adoption: Default::default(),
+                allow_namespace_credentials: false,
+            },
+        );
+        retry_kube(&format!("declare zone {zone}"), || async {
+            match api.create(&PostParams::default(), &z).await {
+                Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+                other => other.map(|_| ()),
+            }
+        })
+        .await;
     }
 
     /// The holder of a Lease of this namespace, if any.

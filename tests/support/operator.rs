@@ -35,7 +35,10 @@ impl Operator {
         all.extend(args.iter().cloned());
         let mut op = Operator {
             child: None,
-            log: dir.path().join("operator.log"),
+            // OPERATOR_LOG=<path> keeps the log after the test (to study a chaos failure).
+            log: std::env::var_os("OPERATOR_LOG")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| dir.path().join("operator.log")),
             _dir: dir,
             metrics_addr,
             args: all,

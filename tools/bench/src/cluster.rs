@@ -77,6 +77,7 @@ pub async fn install_crd(cp: &ControlPlane, operator_bin: &Path) -> Result<()> {
         "wait",
         "--for=condition=Established",
         "crd/origincloudregionmappings.originregions.io",
+        "crd/cloudflarezones.originregions.io",
         "--timeout=120s",
     ])
     .await
@@ -101,6 +102,29 @@ pub async fn create_secret(client: &kube::Client, ns: &str) -> Result<()> {
     )
     .await
     .map_err(|e| format!("creating Secret {ns}/{SECRET}: {e}"))?;
+    Ok(())
+}
+
+/// Declares each zone with a CloudflareZone admitting `ns` (operator-wide credentials).
+pub async fn declare_zones(client: &kube::Client, ns: &str, zones: &[String]) -> Result<()> {
+    use origin_region_operator::zone::{CloudflareZone, CloudflareZoneSpec};
+    let api: Api<CloudflareZone> = Api::all(client.clone());
+    for zone in zones {
+        let z = CloudflareZone::new(
+            &format!("bench-{zone}"),
+            CloudflareZoneSpec {
+                zone_id: zone.clone(),
+                credentials_secret_ref: None,
+                namespaces: vec![ns.to_string()],
+                namespace_selector: None,
+                adoption: Default::default(),
+                allow_namespace_credentials: false,
+            },
+        );
+        api.create(&Default::default(), &z)
+            .await
+            .map_err(|e| format!("declaring zone {zone}: {e}"))?;
+    }
     Ok(())
 }
 

@@ -447,6 +447,7 @@ async fn run_scenario(ctx: &Ctx, plan: &Plan) -> Result<Scenario> {
 
     // Everything exists before the operator starts, so its first plan sees the whole zone.
     cluster::create_secret(&ctx.client, &ns).await?;
+    cluster::declare_zones(&ctx.client, &ns, &zones).await?;
     let t = Instant::now();
     cluster::create_all(&api, &items, args.concurrency).await?;
     let create_secs = since(t);
@@ -470,7 +471,9 @@ async fn run_scenario(ctx: &Ctx, plan: &Plan) -> Result<Scenario> {
         &sim.base_url(),
         "--default-credentials-secret",
         &format!("{ns}/{}", cluster::SECRET),
-        "--allow-undeclared-zones",
+        // Declared zones, the default mode: one CloudflareZone per zone, made above.
+        "--operator-namespace",
+        &ns,
         "--resync-interval",
         "1h",
         "--workers",
