@@ -1050,7 +1050,10 @@ async fn publish_one(
         note = n;
     }
     if let Some(entries) = verdict::record_to_prune(&j.record, &j.owned) {
-        if !apply_metadata(ctx, o, o.has_finalizer(), &entries, "record").await {
+        // The apply owns the finalizer too: a live object keeps it even when the cached copy
+        // predates this reconcile's record patch that added it (omitting it would remove it).
+        let finalizer = o.metadata.deletion_timestamp.is_none() || o.has_finalizer();
+        if !apply_metadata(ctx, o, finalizer, &entries, "record").await {
             return false;
         }
     }
