@@ -71,15 +71,7 @@ impl CredentialSource {
             namespace: namespace.clone(),
             name: name.clone(),
         })?;
-        let credentials = from_secret(&secret).map_err(|why| Problem::CredentialsInvalid {
-            namespace,
-            name,
-            why,
-        })?;
-        Ok(Resolved {
-            fingerprint: credentials.fingerprint(),
-            credentials,
-        })
+        resolved(&secret, namespace, name)
     }
 
     /// Resolves the credentials an object uses against a declared zone: its own Secret only

@@ -1185,22 +1185,7 @@ async fn write_status(
     o: &OriginCloudRegionMapping,
     status: &crate::crd::OriginCloudRegionMappingStatus,
 ) -> bool {
-    let patch = apply_body("status", json!(status));
-    let applied = api_of(ctx, o)
-        .patch_status(
-            &o.name_any(),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await;
-    match applied {
-        Ok(after) => noted(ctx, o, &after, "status"),
-        Err(e) if is_not_found(&e) => true,
-        Err(e) => {
-            tracing::warn!(object = %ObjectKey::of(o), error = %e, "writing status failed; retrying");
-            false
-        }
-    }
+    apply(ctx, o, true, apply_body("status", json!(status)), "status").await
 }
 
 /// Applies the operator's metadata: its finalizer (when `finalizer`) and the ownership record.
@@ -1213,18 +1198,31 @@ async fn apply_metadata(
     kind: &'static str,
 ) -> bool {
     let finalizers: &[&str] = if finalizer { &[FINALIZER] } else { &[] };
-    let patch = metadata_body(o, finalizers, entries);
-    let applied = api_of(ctx, o)
-        .patch(
-            &o.name_any(),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await;
+    apply(ctx, o, false, metadata_body(o, finalizers, entries), kind).await
+}
+
+/// One server-side apply of ours, to the object or its status; true when written, or when a
+/// status write finds the object gone.
+async fn apply(
+    ctx: &Context,
+    o: &OriginCloudRegionMapping,
+    status: bool,
+    body: serde_json::Value,
+    kind: &'static str,
+) -> bool {
+    let api = api_of(ctx, o);
+    let params = PatchParams::apply(MANAGER).force();
+    let patch = Patch::Apply(&body);
+    let applied = if status {
+        api.patch_status(&o.name_any(), &params, &patch).await
+    } else {
+        api.patch(&o.name_any(), &params, &patch).await
+    };
     match applied {
         Ok(after) => noted(ctx, o, &after, kind),
+        Err(e) if status && is_not_found(&e) => true,
         Err(e) => {
-            tracing::warn!(object = %ObjectKey::of(o), error = %e, write = kind, "patching metadata failed; retrying");
+            tracing::warn!(object = %ObjectKey::of(o), error = %e, write = kind, "writing to Kubernetes failed; retrying");
             false
         }
     }
