@@ -260,9 +260,9 @@ pub async fn reconcile_zone(ctx: &Context, zone: &str, refresh: bool) -> ZoneOut
     remember_terminal(ctx, &members, &judgements, &results);
     remember_releases(ctx, zone, &judgements);
     let state = ctx.zones.get(zone);
-    let seen_remote = state.remote.clone().unwrap_or_default();
+    let no_remote = BTreeMap::new();
     let seen = Seen {
-        remote: &seen_remote,
+        remote: state.remote.as_ref().unwrap_or(&no_remote),
         catalog: snapshot.catalog.as_ref(),
     };
     kube_ok &= publish(ctx, zone, &members, &judgements, seen).await;
@@ -355,25 +355,35 @@ async fn claim_zone(ctx: &Context, g: &Governance, decl: &CloudflareZone) -> Res
     if fresh {
         return Ok(());
     }
-    let api: Api<CloudflareZone> = Api::all(ctx.kube.clone());
     let patch = json!({
         "metadata": {"resourceVersion": decl.resource_version()},
         "status": {"writer": g.instance, "writerRenewed": Time(now)},
     });
-    let params = PatchParams::default();
-    match api
-        .patch_status(&decl.name_any(), &params, &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => {
-            ctx.metrics.kube_write("zone");
-            Ok(())
-        }
+    match patch_zone_status(ctx, decl, &patch).await {
+        Ok(()) => Ok(()),
         Err(e) => Err(Problem::KubernetesWriteFailed {
             what: "the zone claim",
             why: e.to_string(),
         }),
     }
+}
+
+/// Merge-patches a CloudflareZone's status (a `metadata.resourceVersion` in `patch` makes it
+/// conditional) and counts the write.
+async fn patch_zone_status(
+    ctx: &Context,
+    decl: &CloudflareZone,
+    patch: &serde_json::Value,
+) -> Result<(), kube::Error> {
+    let api: Api<CloudflareZone> = Api::all(ctx.kube.clone());
+    api.patch_status(
+        &decl.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(patch),
+    )
+    .await?;
+    ctx.metrics.kube_write("zone");
+    Ok(())
 }
 
 /// (kube) Writes the CloudflareZone's status when it changed: readiness, entries managed and
@@ -450,17 +460,8 @@ async fn publish_zone(
     if status == old {
         return true;
     }
-    let api: Api<CloudflareZone> = Api::all(ctx.kube.clone());
-    let patch = json!({ "status": status });
-    let params = PatchParams::default();
-    match api
-        .patch_status(&decl.name_any(), &params, &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => {
-            ctx.metrics.kube_write("zone");
-            true
-        }
+    match patch_zone_status(ctx, decl, &json!({ "status": status })).await {
+        Ok(()) => true,
         Err(e) => {
             tracing::warn!(zone = zone_id, error = %e, "writing the CloudflareZone status failed; retrying");
             false
@@ -548,7 +549,6 @@ pub async fn read_zone(
                 Ok(list) => {
                     state.remote =
                         Some(list.into_iter().map(|m| (m.origin_ip.clone(), m)).collect());
-                    state.listed_at = Some(Instant::now());
                     state.listed_wall = Some(jiff::Timestamp::now());
                     state.proven.insert(r.fingerprint);
                     break;
@@ -1140,26 +1140,27 @@ fn next_run(
     retry_after: Option<Duration>,
 ) -> ZoneOutcome {
     let wake = judgements.iter().filter_map(|j| j.wake.clone()).collect();
-    let mut state = ctx.zones.get(zone);
-    let outcome = if retry {
-        state.failures += 1;
+    // In place: a copy of the zone's state would copy its whole snapshot to bump a counter.
+    let mut failures = 0;
+    ctx.zones.update(zone, |s| {
+        s.failures = if retry { s.failures + 1 } else { 0 };
+        failures = s.failures;
+    });
+    if retry {
         ctx.metrics.reconcile("retry");
         ZoneOutcome {
-            requeue_after: Some(backoff(state.failures, retry_after)),
+            requeue_after: Some(backoff(failures, retry_after)),
             refresh_next: false,
             wake,
         }
     } else {
-        state.failures = 0;
         ctx.metrics.reconcile(settled);
         ZoneOutcome {
             requeue_after: Some(ctx.settings.resync),
             refresh_next: true,
             wake,
         }
-    };
-    ctx.zones.put(zone, state);
-    outcome
+    }
 }
 
 /// Records a successful write of ours (its metric, and the version it replaced so a stale

@@ -15,8 +15,6 @@ use crate::wire::{Mapping, SupportedRegions};
 pub struct ZoneState {
     /// Remote mappings by canonical IP, as last listed and then updated by our own writes.
     pub remote: Option<BTreeMap<String, Mapping>>,
-    /// When `remote` was last listed from Cloudflare.
-    pub listed_at: Option<Instant>,
     /// Supported regions of the zone, when they could be read.
     pub catalog: Option<SupportedRegions>,
     /// When the catalog was last fetched (also after a failed fetch, to avoid hammering).
@@ -107,19 +105,6 @@ impl ZoneStates {
             .expect("zone state lock")
             .entry(zone.to_string())
             .or_default())
-    }
-
-    /// Applies a change to a zone's cached remote snapshot, when one is cached.
-    pub fn update_remote(&self, zone: &str, f: impl FnOnce(&mut BTreeMap<String, Mapping>)) {
-        if let Some(remote) = self
-            .zones
-            .lock()
-            .expect("zone state lock")
-            .get_mut(zone)
-            .and_then(|z| z.remote.as_mut())
-        {
-            f(remote)
-        }
     }
 
     /// Forgets a zone's snapshot so the next reconcile lists it again.
