@@ -227,7 +227,7 @@ pub async fn reconcile_zone(ctx: &Context, zone: &str, refresh: bool) -> ZoneOut
         Err(failure) => {
             if let Some(decl) = &declaration {
                 let fail = Some(&failure.problem);
-                publish_zone(ctx, decl, zone, &members, None, lead.as_ref(), fail).await;
+                publish_zone(ctx, decl, zone, None, lead.as_ref(), fail).await;
             }
             return fail_zone(ctx, zone, &members, failure, kube_ok, true).await;
         }
@@ -267,8 +267,16 @@ pub async fn reconcile_zone(ctx: &Context, zone: &str, refresh: bool) -> ZoneOut
     };
     kube_ok &= publish(ctx, zone, &members, &judgements, seen).await;
     if let Some(decl) = &declaration {
-        let read = Some((&state, &snapshot));
-        kube_ok &= publish_zone(ctx, decl, zone, &members, read, lead.as_ref(), None).await;
+        // Counted from what each object owns after this reconcile's writes, so a create shows
+        // as managed in the same status write.
+        let owned: HashSet<String> = judgements
+            .iter()
+            .flat_map(|j| &j.owned)
+            .filter(|e| e.zone == zone)
+            .map(|e| e.ip.clone())
+            .collect();
+        let read = Some((&state, &snapshot, &owned));
+        kube_ok &= publish_zone(ctx, decl, zone, read, lead.as_ref(), None).await;
     }
     count_readiness(ctx, zone, &judgements);
     let retry = verdict::needs_retry(&judgements) || !kube_ok;
@@ -392,8 +400,7 @@ async fn publish_zone(
     ctx: &Context,
     decl: &CloudflareZone,
     zone_id: &str,
-    members: &[Member],
-    read: Option<(&ZoneState, &Snapshot)>,
+    read: Option<(&ZoneState, &Snapshot, &HashSet<String>)>,
     lead: Option<&Result<Resolved, Problem>>,
     failure: Option<&Problem>,
 ) -> bool {
@@ -401,18 +408,12 @@ async fn publish_zone(
         return true;
     };
     let old = decl.status.clone().unwrap_or_default();
-    let owned: HashSet<String> = members
-        .iter()
-        .flat_map(|m| ownership::owned(&m.obj))
-        .filter(|e| e.zone == zone_id)
-        .map(|e| e.ip)
-        .collect();
     let lead_problem = match lead {
         Some(Err(p)) => Some(p.clone()),
-        Some(Ok(r)) => read.and_then(|(_, snap)| snap.refused.get(&r.fingerprint).cloned()),
+        Some(Ok(r)) => read.and_then(|(_, snap, _)| snap.refused.get(&r.fingerprint).cloned()),
         None => None,
     };
-    let catalog_error = read.and_then(|(state, _)| state.catalog_error.clone());
+    let catalog_error = read.and_then(|(state, _, _)| state.catalog_error.clone());
     let (ready, reason, message) = match (failure, &lead_problem, catalog_error) {
         (Some(p), _, _) => ("False", "ZoneUnreadable", p.to_string()),
         (None, Some(p), _) => ("False", "CredentialsRefused", p.to_string()),
@@ -432,9 +433,12 @@ async fn publish_zone(
         writer: Some(g.instance.clone()),
         ..old.clone()
     };
-    if let Some((state, snap)) = read {
-        let managed = snap.remote.keys().filter(|ip| owned.contains(*ip)).count() as i64;
-        let total = snap.remote.len() as i64;
+    if let Some((state, snap, owned)) = read {
+        // The zone as it stands after this reconcile's writes (the snapshot read before them
+        // when a failed write made the operator forget it).
+        let remote = state.remote.as_ref().unwrap_or(&snap.remote);
+        let managed = remote.keys().filter(|ip| owned.contains(*ip)).count() as i64;
+        let total = remote.len() as i64;
         let limit = snap.capacity.map_or(zone::ZONE_LIMIT, |c| c as i64);
         status.managed = Some(managed);
         status.unmanaged = Some(total - managed);

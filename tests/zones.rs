@@ -509,3 +509,29 @@ async fn a_replaced_owner_keeps_its_ip_against_another_namespace() {
     );
     op.assert_no_panic();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zone_without_tiered_cache_is_not_ready() {
+    let mut env = Env::without_operator(&[]).await;
+    env.sim.set_tiered_cache(&env.zone, false).await;
+    declare(&env, &[&env.ns], AdoptionPolicy::Never, false).await;
+    start_governed(&mut env, &[]);
+    // Cloudflare still validates each write itself, so the mapping is applied.
+    env.create(&env.mapping("m", "192.0.2.60", "aws", "us-east-1"))
+        .await;
+    env.wait_ready("m").await;
+    let z = wait_zone(&env, "Ready=False", |z| {
+        z.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "False")
+        })
+    })
+    .await;
+    let s = z.status.unwrap();
+    let c = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(c.reason, "CatalogUnavailable", "{}", c.message);
+    assert!(c.message.contains("Tiered Cache"), "{}", c.message);
+    assert_eq!(s.supported_regions, None, "no catalog to report");
+    assert_eq!(s.managed, Some(1));
+}
