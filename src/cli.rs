@@ -20,6 +20,8 @@ pub struct Cli {
 }
 
 /// Subcommands.
+// Parsed once per process: boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the controller.
@@ -134,6 +136,31 @@ pub struct RunArgs {
     /// Zone governance.
     #[command(flatten)]
     pub zones: ZoneArgs,
+    /// Workload sources.
+    #[command(flatten)]
+    pub sources: SourceArgs,
+}
+
+/// Workloads the operator makes mappings from.
+#[derive(Debug, Args, Clone)]
+pub struct SourceArgs {
+    /// Make mappings from workloads annotated with originregions.io/zone: `service`
+    /// (LoadBalancer Services) and/or `gateway` (Gateway API Gateways); repeat or separate
+    /// with commas. Off when unset.
+    #[arg(long = "source", env = "SOURCES", value_enum, value_delimiter = ',')]
+    pub sources: Vec<SourceKind>,
+    /// DNS server (ip:port) for load-balancer hostnames; the system resolver when unset.
+    #[arg(long, env = "SOURCE_DNS_SERVER")]
+    pub source_dns_server: Option<SocketAddr>,
+}
+
+/// A kind of workload source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SourceKind {
+    /// Services of type LoadBalancer.
+    Service,
+    /// Gateway API Gateways.
+    Gateway,
 }
 
 /// How zones are governed.

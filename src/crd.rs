@@ -16,6 +16,16 @@ pub const FINALIZER: &str = "originregions.io/cleanup";
 pub const FORCE_ORPHAN_ANNOTATION: &str = "originregions.io/force-orphan";
 /// Type of the one condition the operator reports.
 pub const READY: &str = "Ready";
+/// Label on mappings the operator generates from a workload: the workload's kind.
+pub const SOURCE_KIND_LABEL: &str = "originregions.io/source-kind";
+/// Label on generated mappings: the workload's name.
+pub const SOURCE_NAME_LABEL: &str = "originregions.io/source-name";
+/// Label on generated mappings: the workload's uid, so a recreated workload is a new owner.
+pub const SOURCE_UID_LABEL: &str = "originregions.io/source-uid";
+/// The standard label naming the tool that manages an object.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`] on generated mappings.
+pub const MANAGED_BY: &str = "origin-region-operator";
 
 /// Desired mapping of one origin IP of a Cloudflare zone to a cloud vendor and region.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -144,6 +154,15 @@ impl OriginCloudRegionMapping {
             .finalizers
             .as_ref()
             .is_some_and(|f| f.iter().any(|x| x == FINALIZER))
+    }
+
+    /// Whether the operator generated this object from a Service or Gateway.
+    pub fn is_generated(&self) -> bool {
+        let labels = self.metadata.labels.as_ref();
+        labels.is_some_and(|l| {
+            l.get(MANAGED_BY_LABEL).is_some_and(|v| v == MANAGED_BY)
+                && l.contains_key(SOURCE_UID_LABEL)
+        })
     }
 
     /// Whether a person asked to release the object without remote cleanup.

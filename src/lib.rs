@@ -2,10 +2,12 @@
 //! `OriginCloudRegionMapping` objects declared in Kubernetes.
 
 pub mod cli;
+pub mod cloud;
 pub mod cloudflare;
 pub mod controller;
 pub mod crd;
 pub mod credentials;
+pub mod dns;
 pub mod error;
 pub mod ip;
 pub mod leader;
@@ -14,6 +16,8 @@ pub mod ownership;
 pub mod plan;
 pub mod planner;
 pub mod reconciler;
+pub mod source;
+pub mod source_controller;
 pub mod status;
 pub mod telemetry;
 pub mod verdict;

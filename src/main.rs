@@ -6,7 +6,10 @@ use clap::Parser;
 use origin_region_operator::cli::{Cli, Command, RunArgs};
 use origin_region_operator::controller::{self, Config};
 use origin_region_operator::metrics::Metrics;
+use futures::FutureExt;
+use origin_region_operator::cli::SourceKind;
 use origin_region_operator::reconciler::Settings;
+use origin_region_operator::source_controller::{self, SourceConfig};
 use origin_region_operator::{crd, leader, plan, telemetry};
 
 #[tokio::main]
@@ -49,6 +52,13 @@ async fn run(args: RunArgs) -> Result<(), String> {
         .clone()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("origin-region-operator-{}", std::process::id()));
+    let sources = SourceConfig {
+        services: args.sources.sources.contains(&SourceKind::Service),
+        gateways: args.sources.sources.contains(&SourceKind::Gateway),
+        dns_server: args.sources.source_dns_server,
+        namespace: args.kube.namespace.clone(),
+        reporter: identity.clone(),
+    };
     let config = Config {
         namespace: args.kube.namespace.clone(),
         default_secret: args.cloudflare.default_credentials_secret.clone(),
@@ -75,7 +85,12 @@ async fn run(args: RunArgs) -> Result<(), String> {
     };
     if !args.leader_election {
         metrics.leader.set(1);
-        controller::run(kube, clients, metrics, config, shutdown_signal()).await;
+        let stop = shutdown_signal().boxed().shared();
+        let k = kube.clone();
+        futures::join!(
+            controller::run(kube, clients, metrics.clone(), config, stop.clone()),
+            source_controller::run(k, sources, metrics, stop),
+        );
         return Ok(());
     }
     let namespace = args
@@ -98,8 +113,13 @@ async fn run(args: RunArgs) -> Result<(), String> {
         duration: args.lease_duration,
     };
     let m = metrics.clone();
-    leader::run_as_leader(election, metrics, shutdown_signal(), move |stop| {
-        controller::run(kube, clients, m, config, stop)
+    leader::run_as_leader(election, metrics, shutdown_signal(), move |stop| async move {
+        // Both stop together: the sources only write while this replica leads.
+        let stop = stop.shared();
+        futures::join!(
+            controller::run(kube.clone(), clients, m.clone(), config, stop.clone()),
+            source_controller::run(kube, sources, m, stop),
+        );
     })
     .await
 }

@@ -11,8 +11,8 @@
 //!   be applied (make-before-break of the *decision*: a typo never deletes production).
 //! - Candidates for (zone, IP) are the live objects naming them with a valid IP. An owner among
 //!   them wins (the oldest, when a crash left two records); with no owner, the oldest candidate
-//!   that is not blocked wins. The others report `Conflict` and cause no writes, so a blocked
-//!   owner never loses its entry to a newer object.
+//!   that is not blocked wins, hand-written objects before generated ones. The others report
+//!   `Conflict` and cause no writes, so a blocked owner never loses its entry to a newer object.
 //! - A release deletes the remote entry unless the object orphans it or another object now
 //!   wins that IP; the delete is sent even when the cached list lacks the entry (a list paged
 //!   while the zone changed can miss one; 404 counts as done).
@@ -58,6 +58,9 @@ pub struct ObjectView {
     pub was_ready: bool,
     /// A problem found before planning (credentials, remembered terminal error).
     pub blocked: Option<Problem>,
+    /// Made by the operator from a Service or Gateway: a hand-written object wins an IP
+    /// nobody owns yet over a generated one, whatever their ages.
+    pub generated: bool,
 }
 
 /// What the planner knows about the zone itself.
@@ -238,7 +241,9 @@ pub fn plan_zone(zone: &str, objects: &[ObjectView], facts: ZoneFacts<'_>) -> Zo
     }
     let mut winners: HashMap<&str, &ObjectKey> = HashMap::new();
     for (ip, list) in &mut candidates {
-        list.sort_by(|a, b| (&a.created, &a.key).cmp(&(&b.created, &b.key)));
+        list.sort_by(|a, b| {
+            (a.generated, &a.created, &a.key).cmp(&(b.generated, &b.created, &b.key))
+        });
         let winner = list.iter().find(|o| here(o, ip)).or_else(|| {
             list.iter()
                 .find(|o| problems[&o.key].is_none() && allowed(o, ip))
@@ -478,6 +483,7 @@ mod tests {
             recorded: BTreeSet::new(),
             was_ready: false,
             blocked: None,
+            generated: false,
         }
     }
 
@@ -722,6 +728,31 @@ mod tests {
         assert!(step_of(&p, "ns/b").releases.is_empty());
         assert!(matches!(
             step_of(&p, "ns/a").step,
+            Step::Blocked(Problem::Conflict { .. })
+        ));
+    }
+
+    #[test]
+    fn a_hand_written_object_wins_a_free_ip_over_an_older_generated_one() {
+        let mut generated = obj("ns/svc-web", "1", "192.0.2.1", "us-east-1");
+        generated.generated = true;
+        let hand = obj("ns/hand", "2", "192.0.2.1", "us-west-2");
+        let p = plan(&[generated.clone(), hand.clone()], &remote(&[]));
+        assert!(matches!(step_of(&p, "ns/hand").step, Step::Upsert(..)));
+        match &step_of(&p, "ns/svc-web").step {
+            Step::Blocked(Problem::Conflict { winner, .. }) => assert_eq!(winner, "ns/hand"),
+            s => panic!("{s:?}"),
+        }
+        // Once the generated one owns the entry, ownership still comes first: a newer
+        // hand-written object does not take it.
+        let owner = owning(generated, Z, "192.0.2.1");
+        let p = plan(&[owner, hand], &remote(&[("192.0.2.1", "us-east-1")]));
+        assert_eq!(
+            step_of(&p, "ns/svc-web").step,
+            Step::InSync { adopted: false }
+        );
+        assert!(matches!(
+            step_of(&p, "ns/hand").step,
             Step::Blocked(Problem::Conflict { .. })
         ));
     }

@@ -1356,6 +1356,7 @@ pub fn view_of(o: &OriginCloudRegionMapping, blocked: Option<Problem>) -> Object
         applied,
         was_ready,
         blocked,
+        generated: o.is_generated(),
     }
 }
 

@@ -234,6 +234,7 @@ mod tests {
             owned,
             was_ready: false,
             blocked: None,
+            generated: false,
         }
     }
 

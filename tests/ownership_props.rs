@@ -110,6 +110,8 @@ fn view(i: usize, o: &Obj) -> ObjectView {
         recorded: o.record.clone(),
         was_ready: false,
         blocked: (!o.cred_ok).then(|| Problem::Unauthorized("refused".into())),
+        // Half the objects rank as generated: the rules must hold whatever the ranking.
+        generated: i % 2 == 1,
     }
 }
 
