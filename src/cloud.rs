@@ -242,7 +242,10 @@ mod tests {
             node("ocid1.instance.oc1.iad.b", "us-ashburn-1"),
         ];
         let p = placement(&nodes, None, None).unwrap();
-        assert_eq!((p.vendor.as_str(), p.region.as_str()), ("oci", "us-ashburn-1"));
+        assert_eq!(
+            (p.vendor.as_str(), p.region.as_str()),
+            ("oci", "us-ashburn-1")
+        );
     }
 
     #[test]
@@ -258,7 +261,10 @@ mod tests {
         );
         assert!(err.to_string().contains("originregions.io/region"));
         let p = placement(&nodes, None, Some("europe-west1")).unwrap();
-        assert_eq!((p.vendor.as_str(), p.region.as_str()), ("gcp", "europe-west1"));
+        assert_eq!(
+            (p.vendor.as_str(), p.region.as_str()),
+            ("gcp", "europe-west1")
+        );
     }
 
     #[test]
@@ -266,7 +272,10 @@ mod tests {
         assert_eq!(placement(&[], None, None), Err(PlacementError::NoVendor));
         let bare = [node("", "us-east-1"), node("k3s://x", "us-east-1")];
         assert_eq!(placement(&bare, None, None), Err(PlacementError::NoVendor));
-        let mixed = [node("aws:///a/i", "us-east-1"), node("azure:///x", "eastus")];
+        let mixed = [
+            node("aws:///a/i", "us-east-1"),
+            node("azure:///x", "eastus"),
+        ];
         assert_eq!(
             placement(&mixed, None, None),
             Err(PlacementError::SeveralVendors("aws, azure".into()))
@@ -282,7 +291,10 @@ mod tests {
         let p = placement(&nodes, None, None).unwrap();
         assert_eq!(p.region, "us-west-2");
         let unlabeled = [node("aws:///a/i", "")];
-        assert_eq!(placement(&unlabeled, None, None), Err(PlacementError::NoRegion));
+        assert_eq!(
+            placement(&unlabeled, None, None),
+            Err(PlacementError::NoRegion)
+        );
     }
 
     #[test]

@@ -121,7 +121,10 @@ impl HostResolver {
             if let Some(e) = &c.error {
                 out.errors.insert(host.clone(), e.clone());
             }
-            out.next_refresh = Some(out.next_refresh.map_or(c.refresh_at, |t| t.min(c.refresh_at)));
+            out.next_refresh = Some(
+                out.next_refresh
+                    .map_or(c.refresh_at, |t| t.min(c.refresh_at)),
+            );
         }
         out
     }

@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use clap::Parser;
+use futures::FutureExt;
+use origin_region_operator::cli::SourceKind;
 use origin_region_operator::cli::{Cli, Command, RunArgs};
 use origin_region_operator::controller::{self, Config};
 use origin_region_operator::metrics::Metrics;
-use futures::FutureExt;
-use origin_region_operator::cli::SourceKind;
 use origin_region_operator::reconciler::Settings;
 use origin_region_operator::source_controller::{self, SourceConfig};
 use origin_region_operator::{crd, leader, plan, telemetry};
@@ -113,14 +113,19 @@ async fn run(args: RunArgs) -> Result<(), String> {
         duration: args.lease_duration,
     };
     let m = metrics.clone();
-    leader::run_as_leader(election, metrics, shutdown_signal(), move |stop| async move {
-        // Both stop together: the sources only write while this replica leads.
-        let stop = stop.shared();
-        futures::join!(
-            controller::run(kube.clone(), clients, m.clone(), config, stop.clone()),
-            source_controller::run(kube, sources, m, stop),
-        );
-    })
+    leader::run_as_leader(
+        election,
+        metrics,
+        shutdown_signal(),
+        move |stop| async move {
+            // Both stop together: the sources only write while this replica leads.
+            let stop = stop.shared();
+            futures::join!(
+                controller::run(kube.clone(), clients, m.clone(), config, stop.clone()),
+                source_controller::run(kube, sources, m, stop),
+            );
+        },
+    )
     .await
 }
 

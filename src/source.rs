@@ -139,7 +139,9 @@ pub enum SourceProblem {
     #[error("{0}")]
     Placement(#[from] cloud::PlacementError),
     /// A load-balancer hostname has not resolved (yet).
-    #[error("load-balancer hostname {host:?} did not resolve: {why}; its mappings are kept as they are")]
+    #[error(
+        "load-balancer hostname {host:?} did not resolve: {why}; its mappings are kept as they are"
+    )]
     Unresolved {
         /// The hostname.
         host: String,
@@ -215,7 +217,10 @@ pub struct SourcePlan {
 /// The zone id an annotation names.
 pub fn zone_id(annotation: &str, zones: &HashMap<String, String>) -> Option<String> {
     let a = annotation.trim();
-    if a.len() == 32 && a.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if a.len() == 32
+        && a.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return Some(a.to_string());
     }
     zones.get(a).cloned()
@@ -418,8 +423,8 @@ pub fn existing_of(o: &OriginCloudRegionMapping) -> Option<Existing> {
     }
     let labels = o.metadata.labels.as_ref()?;
     let not_ready = o.ready_condition().and_then(|c| {
-        let current = o.status.as_ref().and_then(|s| s.observed_generation)
-            == o.metadata.generation;
+        let current =
+            o.status.as_ref().and_then(|s| s.observed_generation) == o.metadata.generation;
         (c.status == "False" && current).then(|| (c.reason.clone(), c.message.clone()))
     });
     Some(Existing {
@@ -528,7 +533,10 @@ mod tests {
         let d = &p.apply[0];
         assert_eq!(d.key.name, "svc-web-203-0-113-7");
         assert_eq!(d.zone_id, Z);
-        assert_eq!((d.placement.vendor.as_str(), d.placement.region.as_str()), ("aws", "us-east-1"));
+        assert_eq!(
+            (d.placement.vendor.as_str(), d.placement.region.as_str()),
+            ("aws", "us-east-1")
+        );
         // Steady: nothing to do.
         assert_eq!(w.step(), SourcePlan::default());
         // The IP changes: the new one is applied, the old one deleted.
@@ -538,7 +546,9 @@ mod tests {
         assert_eq!(p.delete.len(), 1);
         assert_eq!(w.names(), ["svc-web-203-0-113-8"]);
         // A second address: a second mapping.
-        w.workloads[0].addresses.push(Address::Ip("2001:db8::".into()));
+        w.workloads[0]
+            .addresses
+            .push(Address::Ip("2001:db8::".into()));
         w.step();
         assert_eq!(w.names(), ["svc-web-2001-db8--0", "svc-web-203-0-113-8"]);
         // Annotation removed: all go.
@@ -601,7 +611,10 @@ mod tests {
         w.workloads[0].zone = Some("nope".into());
         let p = w.step();
         assert!(p.delete.is_empty(), "an unknown zone keeps what exists");
-        assert_eq!(p.problems.values().next().unwrap()[0].reason(), "ZoneUnknown");
+        assert_eq!(
+            p.problems.values().next().unwrap()[0].reason(),
+            "ZoneUnknown"
+        );
     }
 
     #[test]
@@ -611,9 +624,14 @@ mod tests {
         let mut w = World::new(vec![web]);
         let p = w.step();
         assert!(p.apply.is_empty());
-        assert_eq!(p.problems.values().next().unwrap()[0].reason(), "HostnameUnresolved");
-        w.resolved
-            .insert("lb.example.test".into(), vec!["192.0.2.10".parse().unwrap(), "192.0.2.11".parse().unwrap()]);
+        assert_eq!(
+            p.problems.values().next().unwrap()[0].reason(),
+            "HostnameUnresolved"
+        );
+        w.resolved.insert(
+            "lb.example.test".into(),
+            vec!["192.0.2.10".parse().unwrap(), "192.0.2.11".parse().unwrap()],
+        );
         w.step();
         assert_eq!(w.names(), ["svc-web-192-0-2-10", "svc-web-192-0-2-11"]);
         // An answer lost (a resolver outage) holds every mapping of the workload.
@@ -621,7 +639,10 @@ mod tests {
         let p = w.step();
         assert!(p.delete.is_empty());
         // A failed refresh with the last answer still known: reported, and nothing deleted.
-        w.resolved.insert("lb.example.test".into(), vec!["192.0.2.10".parse().unwrap()]);
+        w.resolved.insert(
+            "lb.example.test".into(),
+            vec!["192.0.2.10".parse().unwrap()],
+        );
         let errors: HashMap<String, String> =
             [("lb.example.test".to_string(), "timed out".to_string())].into();
         let p = plan(&Inputs {
@@ -637,7 +658,10 @@ mod tests {
         let problem = &p.problems.values().next().unwrap()[0];
         assert!(problem.to_string().contains("timed out"), "{problem}");
         // A changed answer moves them.
-        w.resolved.insert("lb.example.test".into(), vec!["192.0.2.12".parse().unwrap()]);
+        w.resolved.insert(
+            "lb.example.test".into(),
+            vec!["192.0.2.12".parse().unwrap()],
+        );
         w.step();
         assert_eq!(w.names(), ["svc-web-192-0-2-12"]);
     }
@@ -666,7 +690,11 @@ mod tests {
 
     #[test]
     fn bad_addresses_are_reported_and_skipped() {
-        let mut w = World::new(vec![svc("web", "u1", &["203.0.113.7", "not-an-ip", "010.0.0.1"])]);
+        let mut w = World::new(vec![svc(
+            "web",
+            "u1",
+            &["203.0.113.7", "not-an-ip", "010.0.0.1"],
+        )]);
         let p = w.step();
         assert_eq!(p.apply.len(), 1);
         let problems = p.problems.values().next().unwrap();
@@ -687,7 +715,11 @@ mod tests {
                 for ip in &ips {
                     let n = mapping_name(kind, w, ip);
                     assert!(n.len() <= 253, "{n}");
-                    assert!(n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'), "{n}");
+                    assert!(
+                        n.chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                        "{n}"
+                    );
                     assert!(!n.ends_with('-') && !n.starts_with('-'), "{n}");
                     assert!(seen.insert(n.clone()), "duplicate {n}");
                 }
@@ -702,8 +734,14 @@ mod tests {
         let o = to_object(&p.apply[0]);
         assert!(o.is_generated());
         let r = &o.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!((r.kind.as_str(), r.name.as_str(), r.uid.as_str()), ("Service", "web", "u1"));
+        assert_eq!(
+            (r.kind.as_str(), r.name.as_str(), r.uid.as_str()),
+            ("Service", "web", "u1")
+        );
         assert_eq!(r.controller, Some(true));
-        assert_eq!(o.metadata.labels.as_ref().unwrap()[SOURCE_NAME_LABEL], "web");
+        assert_eq!(
+            o.metadata.labels.as_ref().unwrap()[SOURCE_NAME_LABEL],
+            "web"
+        );
     }
 }

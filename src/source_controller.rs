@@ -15,8 +15,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Service};
 use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
-    PostParams,
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
 };
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
@@ -324,8 +323,10 @@ impl Runner {
             .map(|z| (z.name_any(), z.spec.zone_id.clone()))
             .collect();
         let generated = self.caches.generated.state();
-        let existing: Vec<source::Existing> =
-            generated.iter().filter_map(|o| source::existing_of(o)).collect();
+        let existing: Vec<source::Existing> = generated
+            .iter()
+            .filter_map(|o| source::existing_of(o))
+            .collect();
         let present: HashSet<ObjectKey> = generated.iter().map(|o| ObjectKey::of(o)).collect();
         let deleting: HashSet<ObjectKey> = generated
             .iter()
@@ -367,10 +368,9 @@ impl Runner {
                 }
                 Err(WriteError::NameTaken) => {
                     self.taken.insert(d.key.clone(), now + NAME_TAKEN_TTL);
-                    plan.problems
-                        .entry(d.owner.clone())
-                        .or_default()
-                        .push(SourceProblem::NameTaken(d.key.to_string(), d.owner.kind.kind()));
+                    plan.problems.entry(d.owner.clone()).or_default().push(
+                        SourceProblem::NameTaken(d.key.to_string(), d.owner.kind.kind()),
+                    );
                 }
                 Err(WriteError::Kube(e)) => {
                     tracing::warn!(mapping = %d.key, error = %e, "writing a generated mapping failed; retrying");
@@ -423,12 +423,14 @@ impl Runner {
             let told = self.told.remove(&w.uid).unwrap_or_default();
             for (reason, text) in now.difference(&told) {
                 tracing::warn!(workload = %w.key, kind = w.kind.kind(), reason = %reason, "{text}");
-                self.event(w, EventType::Warning, reason, text.clone()).await;
+                self.event(w, EventType::Warning, reason, text.clone())
+                    .await;
             }
             self.told.insert(w.uid.clone(), now);
         }
         let with_problems: HashSet<&str> = plan.problems.keys().map(|w| w.uid.as_str()).collect();
-        self.told.retain(|uid, _| with_problems.contains(uid.as_str()));
+        self.told
+            .retain(|uid, _| with_problems.contains(uid.as_str()));
         for (w, type_, reason, text) in notes {
             self.event(&w, type_, reason, text).await;
         }
@@ -569,7 +571,11 @@ pub fn gateway_workload(g: &DynamicObject) -> Option<Workload> {
                 list.iter()
                     .filter_map(|a| {
                         let value = a.get("value")?.as_str()?.to_string();
-                        match a.get("type").and_then(|t| t.as_str()).unwrap_or("IPAddress") {
+                        match a
+                            .get("type")
+                            .and_then(|t| t.as_str())
+                            .unwrap_or("IPAddress")
+                        {
                             "IPAddress" => Some(Address::Ip(value)),
                             "Hostname" => Some(Address::Hostname(value)),
                             // Implementation-specific types name nothing we can map.

@@ -176,7 +176,14 @@ fn assert_no_wildcards(name: &str, docs: &[Value]) {
                 "{name}: {role} has a wildcard: {groups:?} {resources:?} {verbs:?}"
             );
         }
+        // The one delete the operator needs: the workload sources remove the mappings they
+        // generated once the workload no longer has the address.
+        let generated_mappings = role.ends_with("-sources")
+            && resources == &["origincloudregionmappings".to_string()];
         for v in verbs {
+            if v == "delete" && generated_mappings {
+                continue;
+            }
             assert!(
                 !matches!(
                     v.as_str(),
@@ -515,7 +522,7 @@ fn watch_namespace_install_has_no_cluster_scope() {
         .collect();
     assert_eq!(bound, ["origin-region-operator-zones"]);
     for r in rules(&docs) {
-        if r.0 == "ClusterRole origin-region-operator-zones" {
+        if r.0 == "ClusterRole -/origin-region-operator-zones" {
             for res in &r.2 {
                 assert!(
                     ["cloudflarezones", "cloudflarezones/status", "namespaces"]
@@ -628,4 +635,64 @@ fn examples_cover_every_vendor_in_demo() {
         s(one(&docs, "Namespace"), &["metadata", "name"]),
         Some("demo")
     );
+}
+
+#[test]
+fn workload_sources_add_only_their_own_rules() {
+    let rendered = docs("sources-values");
+    assert_no_wildcards("sources", &rendered);
+    assert_pod_locked_down("sources", &rendered);
+    assert_eq!(
+        flag(&rendered, "--source").as_deref(),
+        Some("service,gateway")
+    );
+    assert_eq!(
+        flag(&rendered, "--source-dns-server").as_deref(),
+        Some("10.96.0.10:53")
+    );
+    let by_role: BTreeMap<String, Vec<(String, Vec<String>)>> =
+        rules(&rendered)
+            .into_iter()
+            .fold(BTreeMap::new(), |mut m, r| {
+                for res in &r.2 {
+                    m.entry(r.0.clone())
+                        .or_default()
+                        .push((res.clone(), r.3.clone()));
+                }
+                m
+            });
+    let cluster = &by_role[&format!("ClusterRole -/{FULLNAME}-sources-cluster")];
+    let read = vec!["get".to_string(), "list".into(), "watch".into()];
+    assert_eq!(
+        *cluster,
+        [
+            ("nodes".to_string(), read.clone()),
+            ("cloudflarezones".to_string(), read.clone())
+        ]
+    );
+    // With watchNamespace, workloads are read and mappings generated in that namespace only.
+    let ns = &by_role[&format!("Role demo/{FULLNAME}-sources")];
+    assert_eq!(
+        *ns,
+        [
+            ("services".to_string(), read.clone()),
+            ("gateways".to_string(), read),
+            (
+                "origincloudregionmappings".to_string(),
+                vec!["create".to_string(), "delete".into()]
+            )
+        ]
+    );
+    // Off (the default): none of it.
+    let default = docs("default");
+    assert!(flag(&default, "--source").is_none());
+    for r in rules(&default) {
+        for res in &r.2 {
+            assert!(
+                !["nodes", "services", "gateways"].contains(&res.as_str()),
+                "{} grants {res} with no source enabled",
+                r.0
+            );
+        }
+    }
 }

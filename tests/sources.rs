@@ -132,9 +132,9 @@ async fn events_of(env: &Env, kind: &str, name: &str) -> Vec<(String, String)> {
         .items
         .into_iter()
         .filter(|e| {
-            e.regarding.as_ref().is_some_and(|r| {
-                r.name.as_deref() == Some(name) && r.kind.as_deref() == Some(kind)
-            })
+            e.regarding
+                .as_ref()
+                .is_some_and(|r| r.name.as_deref() == Some(name) && r.kind.as_deref() == Some(kind))
         })
         .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
         .collect()
@@ -200,7 +200,10 @@ async fn a_load_balancer_service_follows_its_addresses_and_goes_with_its_annotat
     assert_eq!(m.spec.vendor, "aws");
     assert_eq!(m.spec.region, "us-east-1");
     let owner = &m.metadata.owner_references.as_ref().unwrap()[0];
-    assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("Service", "web"));
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("Service", "web")
+    );
     wait_workload_event(&env, "Service", "web", "MappingCreated").await;
 
     // The load balancer is recreated with a new address: the old entry goes.
@@ -283,7 +286,12 @@ async fn nodes_in_several_regions_need_the_override_and_the_override_wins() {
     .await;
     // A region the catalog lacks: the mapping says so and the Service hears it; the entry
     // stays as last applied.
-    annotate_service(&env, "api", json!({"originregions.io/region": "us-central9"})).await;
+    annotate_service(
+        &env,
+        "api",
+        json!({"originregions.io/region": "us-central9"}),
+    )
+    .await;
     let note = wait_workload_event(&env, "Service", "api", "RegionNotSupported").await;
     assert!(note.contains("us-central9"), "{note}");
     assert_eq!(
@@ -479,22 +487,22 @@ async fn install_gateway_api(cp: &testbed::ControlPlane) {
         "gateway.networking.k8s.io_gateways.yaml",
     ] {
         cp.kubectl(&[
-                "apply",
-                "--server-side",
-                "-f",
-                dir.join(file).to_str().unwrap(),
-            ])
-            .await
-            .expect("apply Gateway API CRD");
-    }
-    cp.kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "crd/gateways.gateway.networking.k8s.io",
-            "--timeout=60s",
+            "apply",
+            "--server-side",
+            "-f",
+            dir.join(file).to_str().unwrap(),
         ])
         .await
-        .expect("Gateway CRD established");
+        .expect("apply Gateway API CRD");
+    }
+    cp.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/gateways.gateway.networking.k8s.io",
+        "--timeout=60s",
+    ])
+    .await
+    .expect("Gateway CRD established");
 }
 
 #[tokio::test]
@@ -502,11 +510,7 @@ async fn a_gateway_with_a_zone_named_by_its_cloudflare_zone() {
     let _nodes = NODES.lock().await;
     install_gateway_api(testbed::shared().await).await;
     let mut env = start("service,gateway", &[]).await;
-    set_nodes(
-        &env,
-        &[("node-a", "ocid1.instance.oc1.iad.abc", "iad")],
-    )
-    .await;
+    set_nodes(&env, &[("node-a", "ocid1.instance.oc1.iad.abc", "iad")]).await;
     let zone = env.zone.clone();
     let zone_name = format!("gw-{}", &zone[..12]);
     let zones: Api<CloudflareZone> = Api::all(env.client.clone());
