@@ -39,12 +39,13 @@ pub const MANAGED_BY: &str = "origin-region-operator";
     status = "OriginCloudRegionMappingStatus",
     doc = "Maps one origin IP of a Cloudflare zone to the cloud vendor and region that host it.",
     printcolumn = r#"{"name":"Zone","type":"string","jsonPath":".spec.zoneId"}"#,
-    printcolumn = r#"{"name":"Origin IP","type":"string","jsonPath":".spec.originIp"}"#,
+    printcolumn = r#"{"name":"Origin IP","type":"string","description":"Canonical IP the operator applied","jsonPath":".status.originIp"}"#,
     printcolumn = r#"{"name":"Vendor","type":"string","jsonPath":".spec.vendor"}"#,
     printcolumn = r#"{"name":"Region","type":"string","jsonPath":".spec.region"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Spec IP","type":"string","priority":1,"description":"originIp as written in the spec","jsonPath":".spec.originIp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct OriginCloudRegionMappingSpec {
@@ -221,9 +222,15 @@ mod tests {
                 "Region",
                 "Ready",
                 "Reason",
-                "Age"
+                "Age",
+                "Spec IP"
             ]
         );
+        let columns = version["additionalPrinterColumns"].as_array().unwrap();
+        // What `kubectl get` shows is what Cloudflare holds; the spec's spelling is in -o wide.
+        assert_eq!(columns[1]["jsonPath"], ".status.originIp");
+        assert_eq!(columns[7]["jsonPath"], ".spec.originIp");
+        assert_eq!(columns[7]["priority"], 1);
         let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
         assert_eq!(spec["properties"]["zoneId"]["pattern"], "^[0-9a-f]{32}$");
         assert!(spec["properties"]["originIp"]["x-kubernetes-validations"].is_array());

@@ -178,8 +178,8 @@ fn assert_no_wildcards(name: &str, docs: &[Value]) {
         }
         // The one delete the operator needs: the workload sources remove the mappings they
         // generated once the workload no longer has the address.
-        let generated_mappings = role.ends_with("-sources")
-            && resources == &["origincloudregionmappings".to_string()];
+        let generated_mappings =
+            role.ends_with("-sources") && resources == &["origincloudregionmappings".to_string()];
         for v in verbs {
             if v == "delete" && generated_mappings {
                 continue;

@@ -28,6 +28,23 @@ async fn ipv4_and_ipv6_become_ready_with_exact_remote_entries() {
     assert_eq!(remote["192.0.2.10"], ("aws".into(), "us-east-1".into()));
     assert_eq!(remote["2001:db8::a"], ("gcp".into(), "us-central1".into()));
     env.wait_event("v4", "Created").await;
+    // `kubectl get` shows the IP as applied; `-o wide` adds the spec's spelling.
+    let get = |wide: bool| {
+        let mut args = vec!["get", "ocrm", "v6", "-n", env.ns.as_str(), "--no-headers"];
+        if wide {
+            args.extend(["-o", "wide"]);
+        }
+        let args: Vec<String> = args.into_iter().map(String::from).collect();
+        async move {
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            env.cp.kubectl(&a).await.expect("kubectl get")
+        }
+    };
+    let row = get(false).await;
+    assert!(row.contains(" 2001:db8::a "), "{row}");
+    assert!(!row.contains("2001:DB8"), "{row}");
+    let wide = get(true).await;
+    assert!(wide.trim_end().ends_with("2001:DB8:0:0:0:0:0:0A"), "{wide}");
     assert!(v4
         .metadata
         .finalizers
