@@ -130,6 +130,11 @@ pub struct RunArgs {
     /// Lease duration: a standby takes over this long after the leader stops renewing.
     #[arg(long, env = "LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
     pub lease_duration: Duration,
+    /// On SIGTERM, time zones in flight get to finish before they are stopped (their
+    /// write-ahead records let the next leader finish them), so a new leader never waits on
+    /// Cloudflare retries.
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
     /// This replica's identity (default: the pod name, POD_NAME, or the host name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,

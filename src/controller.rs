@@ -48,6 +48,8 @@ pub struct Config {
     pub lease: Option<crate::leader::LeaseGuard>,
     /// Zones must be declared by CloudflareZones; `None` maps any zone.
     pub governance: Option<ZoneGovernance>,
+    /// How long zones in flight may take to finish after shutdown before they are stopped.
+    pub shutdown_grace: Duration,
 }
 
 /// How declared zones are run.
@@ -317,11 +319,26 @@ pub async fn run(
         })
         .collect();
     shutdown.await;
-    tracing::info!("shutting down: finishing zones in flight");
+    let grace = config.shutdown_grace;
+    tracing::info!(?grace, "shutting down: finishing zones in flight");
     stopping.store(true, std::sync::atomic::Ordering::SeqCst);
     stop.notify_waiters();
-    for w in workers {
-        let _ = w.await;
+    // A zone whose Cloudflare calls are backing off could hold the process (and a new
+    // leader waiting for the Lease) for minutes. Stopping it mid-reconcile is safe: every
+    // entry it may have written is already in its object's write-ahead record, which the
+    // next leader reads.
+    let aborts: Vec<_> = workers.iter().map(|w| w.abort_handle()).collect();
+    if tokio::time::timeout(grace, futures::future::join_all(workers))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "zones still in flight after the shutdown grace (Cloudflare retrying?); stopping them"
+        );
+        for a in aborts {
+            a.abort();
+        }
     }
     mapping_task.abort();
     for t in secret_tasks.into_iter().chain(governance_tasks) {

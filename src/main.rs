@@ -71,6 +71,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         },
         reporter: identity.clone(),
         lease: None,
+        shutdown_grace: args.shutdown_grace,
         governance: (!args.zones.allow_undeclared_zones).then(|| {
             let operator_namespace = args.zones.namespace();
             controller::ZoneGovernance {

@@ -214,7 +214,11 @@ pub async fn run(
             _ = &mut stop => break,
             _ = tokio::time::sleep(DEBOUNCE) => {}
         }
-        let next_dns = runner.sync().await;
+        // A pass stopped half-way is safe: every write it makes is idempotent.
+        let next_dns = tokio::select! {
+            _ = &mut stop => break,
+            next = runner.sync() => next,
+        };
         let resync = Instant::now() + RESYNC;
         wake = next_dns.map_or(resync, |t| t.min(resync));
     }

@@ -298,3 +298,79 @@ async fn the_lease_guard_allows_writes_only_while_this_process_holds_a_live_leas
     put("me", now - jiff::SignedDuration::from_secs(30)).await;
     assert!(!guard.holds().await, "expired");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_cloudflare_calls_retry_exits_at_once_and_releases_the_lease() {
+    let env = Env::without_operator(&[]).await;
+    let mut args = env.base_args();
+    args.extend(
+        [
+            "--leader-election",
+            "--lease-namespace",
+            env.ns.as_str(),
+            "--lease-duration",
+            "30s",
+            "--identity",
+            "retrying",
+            // Long backoffs: without the grace a zone would keep the process for minutes.
+            "--max-attempts",
+            "10",
+        ]
+        .map(String::from),
+    );
+    let mut op = support::operator::Operator::start(env.cp.kubeconfig_path(), &args);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lease_holder(&env, "origin-region-operator")
+        .await
+        .as_deref()
+        != Some("retrying")
+    {
+        assert!(Instant::now() < deadline, "never led:\n{}", op.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Cloudflare fails every call with a retryable error, slowly.
+    env.sim
+        .set_faults(serde_json::json!({"rate_500": 1.0, "latency_ms": 300}))
+        .await;
+    env.create(&env.mapping("m", "198.51.100.77", "aws", "us-east-1"))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while op
+        .metric_sum("origin_region_operator_cloudflare_retries_total", &[])
+        .await
+        < 2.0
+    {
+        assert!(Instant::now() < deadline, "no retries seen:\n{}", op.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stopped = Instant::now();
+    let status = op
+        .terminate(Duration::from_secs(20))
+        .expect("exits on SIGTERM");
+    let took = stopped.elapsed();
+    eprintln!("SIGTERM to exit while retrying: {took:?}");
+    assert!(status.success(), "exit status {status:?}:\n{}", op.log());
+    // The default grace is 2 s; a Lease of 30 s would have kept a new leader out far longer.
+    assert!(
+        took < Duration::from_secs(6),
+        "took {took:?}:\n{}",
+        op.log()
+    );
+    assert!(
+        op.log().contains("stopping them"),
+        "the zone was not stopped:\n{}",
+        op.log()
+    );
+    // Released: nobody holds it, so a standby takes over at once.
+    assert_eq!(lease_holder(&env, "origin-region-operator").await, None);
+    op.assert_no_panic();
+    // The next leader finishes what the stopped zone had started, at once (the Lease is free).
+    env.sim.clear_faults().await;
+    let started = Instant::now();
+    let mut next = support::operator::Operator::start(env.cp.kubeconfig_path(), &args);
+    env.wait_ready("m").await;
+    eprintln!("next leader had the mapping Ready after {:?}", started.elapsed());
+    assert_eq!(env.remote(&env.zone).await.len(), 1);
+    next.terminate(Duration::from_secs(10));
+    next.assert_no_panic();
+}
