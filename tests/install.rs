@@ -115,14 +115,18 @@ async fn chart_and_manifests_pass_server_side_dry_run() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_controller_runs_with_only_the_charts_rbac() {
-    let mut env = Env::without_operator(&[]).await;
+/// Installs the chart (with `extra` helm arguments) into a fresh release namespace with the
+/// operator-wide Secret, and returns that namespace, the chart ServiceAccount's token, and a
+/// kubeconfig (inside the returned temp dir) that authenticates as it.
+async fn install_as_service_account(
+    env: &Env,
+    extra: &[&str],
+) -> (String, String, tempfile::TempDir, std::path::PathBuf) {
     install_crd(env.cp).await;
     // The release namespace holds the chart's objects and the operator-wide Secret.
     let release_ns = env.cp.create_namespace("release").await.unwrap();
-    let rendered = render(&release_ns, &[]).await;
-    kubectl_stdin(&env, &["apply", "-f", "-"], &rendered)
+    let rendered = render(&release_ns, extra).await;
+    kubectl_stdin(env, &["apply", "-f", "-"], &rendered)
         .await
         .expect("install the chart");
     let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &release_ns);
@@ -149,6 +153,14 @@ async fn the_controller_runs_with_only_the_charts_rbac() {
         ),
     )
     .unwrap();
+
+    (release_ns, token, dir, kubeconfig)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_runs_with_only_the_charts_rbac() {
+    let mut env = Env::without_operator(&[]).await;
+    let (release_ns, token, _dir, kubeconfig) = install_as_service_account(&env, &[]).await;
 
     // Negative: the ServiceAccount cannot list Secrets cluster-wide, nor read another one.
     let sa = env.cp.client_for_token(&token);
@@ -245,4 +257,74 @@ async fn the_controller_runs_with_only_the_charts_rbac() {
         "RBAC refusals in the log:\n{log}"
     );
     tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_source_runs_with_only_the_rbac_its_value_adds() {
+    let mut env = Env::without_operator(&[]).await;
+    let (release_ns, _token, _dir, kubeconfig) = install_as_service_account(
+        &env,
+        &[
+            "--set",
+            "zones.allowUndeclared=true",
+            "--set",
+            "sources.service.enabled=true",
+        ],
+    )
+    .await;
+    let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(json!({
+        "metadata": {"name": format!("install-{}", &env.zone[..8]),
+                     "labels": {"topology.kubernetes.io/region": "eu-west-1"}},
+        "spec": {"providerID": "aws:///eu-west-1a/i-0install"},
+    }))
+    .unwrap();
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(env.client.clone());
+    nodes.create(&Default::default(), &node).await.unwrap();
+    // As the chart runs it with the source on (its args, with the ServiceAccount's token).
+    let args: Vec<String> = [
+        "--cloudflare-api-url",
+        &env.sim.base_url(),
+        "--default-credentials-secret",
+        &format!("{release_ns}/cloudflare-api-token"),
+        "--allow-undeclared-zones",
+        "--source",
+        "service",
+        "--debounce",
+        "100ms",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    env.op = Some(Operator::start(&kubeconfig, &args));
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(env.client.clone(), &env.ns);
+    let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+        "metadata": {"name": "web", "annotations": {"originregions.io/zone": env.zone}},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 443}]},
+    }))
+    .unwrap();
+    services.create(&Default::default(), &svc).await.unwrap();
+    services
+        .patch_status(
+            "web",
+            &Default::default(),
+            &kube::api::Patch::Merge(
+                json!({"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.77"}]}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let m = env.wait_ready("svc-web-203-0-113-77").await;
+    assert_eq!(m.spec.region, "eu-west-1");
+    services.delete("web", &Default::default()).await.unwrap();
+    env.wait_gone("svc-web-203-0-113-77").await;
+    assert!(env.remote(&env.zone).await.is_empty());
+    let _ = nodes
+        .delete(&node.metadata.name.unwrap(), &Default::default())
+        .await;
+    let log = env.op().log();
+    assert!(
+        !log.contains("forbidden") && !log.contains("Forbidden"),
+        "RBAC refusals in the log:\n{log}"
+    );
 }

@@ -369,7 +369,10 @@ async fn sigterm_while_cloudflare_calls_retry_exits_at_once_and_releases_the_lea
     let started = Instant::now();
     let mut next = support::operator::Operator::start(env.cp.kubeconfig_path(), &args);
     env.wait_ready("m").await;
-    eprintln!("next leader had the mapping Ready after {:?}", started.elapsed());
+    eprintln!(
+        "next leader had the mapping Ready after {:?}",
+        started.elapsed()
+    );
     assert_eq!(env.remote(&env.zone).await.len(), 1);
     next.terminate(Duration::from_secs(10));
     next.assert_no_panic();
