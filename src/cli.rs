@@ -103,6 +103,11 @@ pub struct RunArgs {
     /// Cloudflare connection.
     #[command(flatten)]
     pub cloudflare: CloudflareArgs,
+    /// Share (0.01..1) of each credential's Cloudflare budget (--rate-limit per
+    /// --rate-period) that drift checks may use; changes always come first, and when the share
+    /// cannot cover every zone per --resync-interval, the interval stretches.
+    #[arg(long, env = "DRIFT_BUDGET_SHARE", default_value_t = 0.5, value_parser = parse_share)]
+    pub drift_budget_share: f64,
     /// Full re-read of every zone (drift repair) this often.
     #[arg(long, env = "RESYNC_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
     pub resync_interval: Duration,
@@ -262,6 +267,18 @@ fn parse_secret_ref(s: &str) -> Result<(String, String), String> {
             Ok((ns.to_string(), name.to_string()))
         }
         _ => Err(format!("{s:?} is not namespace/name")),
+    }
+}
+
+/// A share between 0.01 and 1.
+fn parse_share(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number between 0.01 and 1"))?;
+    if (0.01..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{s} is outside 0.01..1"))
     }
 }
 

@@ -2,9 +2,8 @@
 //! "zone is dirty" mark, and lets a few workers reconcile dirty zones, never one zone twice at
 //! once. The unit of work is the zone, so writes are batched per zone.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -15,8 +14,6 @@ use kube::runtime::reflector;
 use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, ResourceExt};
-use tokio::sync::Notify;
-use tokio::time::Instant;
 
 use crate::cloudflare::Clients;
 use crate::crd::OriginCloudRegionMapping;
@@ -24,6 +21,7 @@ use crate::credentials::{CredentialSource, API_KEY_KEY, EMAIL_KEY, TOKEN_KEY};
 use crate::metrics::Metrics;
 use crate::ownership::owned_zones;
 use crate::reconciler::{reconcile_zone, Context, Governance, Settings};
+use crate::schedule::{DriftBudget, ZoneQueue};
 use crate::zone::{CloudflareZone, CREDENTIALS_LABEL};
 use crate::zone_state::ZoneStates;
 
@@ -50,6 +48,9 @@ pub struct Config {
     pub governance: Option<ZoneGovernance>,
     /// How long zones in flight may take to finish after shutdown before they are stopped.
     pub shutdown_grace: Duration,
+    /// Each credential's Cloudflare budget (requests per period) and the share of it drift
+    /// checks may use; `None` leaves drift checks unpaced.
+    pub drift_budget: Option<(u32, Duration, f64)>,
 }
 
 /// How declared zones are run.
@@ -69,7 +70,12 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) {
-    let queue = Arc::new(ZoneQueue::default());
+    let queue = Arc::new(match config.drift_budget {
+        Some((rate, period, share)) => {
+            ZoneQueue::with_budget(DriftBudget::new(rate, period, share))
+        }
+        None => ZoneQueue::default(),
+    });
     let mappings: Api<OriginCloudRegionMapping> = match &config.namespace {
         Some(ns) => Api::namespaced(kube.clone(), ns),
         None => Api::all(kube.clone()),
@@ -291,6 +297,11 @@ pub async fn run(
     }
     metrics.set_ready(true);
     tracing::info!(objects = store.state().len(), "caches synced; reconciling");
+    let interval_task = tokio::spawn(report_resync_interval(
+        queue.clone(),
+        metrics.clone(),
+        config.settings.resync,
+    ));
 
     let stop = Arc::new(tokio::sync::Notify::new());
     let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -313,7 +324,7 @@ pub async fn run(
                     for z in &outcome.wake {
                         q.schedule(z, Duration::ZERO);
                     }
-                    q.done(&zone, outcome.requeue_after, outcome.refresh_next);
+                    q.finished(&zone, &outcome);
                 }
             })
         })
@@ -341,6 +352,7 @@ pub async fn run(
         }
     }
     mapping_task.abort();
+    interval_task.abort();
     for t in secret_tasks.into_iter().chain(governance_tasks) {
         t.abort();
     }
@@ -376,223 +388,37 @@ where
     kube::runtime::watcher(api, cfg)
 }
 
-/// The set of zones to reconcile, each with when it is due and when it next needs a full
-/// re-read; a zone is handed to one worker at a time.
-#[derive(Default)]
-pub struct ZoneQueue {
-    entries: Mutex<HashMap<String, Entry>>,
-    notify: Notify,
-}
-
-#[derive(Default, Debug)]
-struct Entry {
-    due: Option<Instant>,
-    resync_at: Option<Instant>,
-    running: bool,
-    /// First change of the burst now being gathered; bounds how long a burst can delay.
-    burst_start: Option<Instant>,
-}
-
-/// A burst of changes postpones a zone by at most this many debounce periods.
-const MAX_BURST_DEBOUNCES: u32 = 5;
-
-impl ZoneQueue {
-    /// Marks a zone due after `delay`. A zero delay is due at once; otherwise the delay is a
-    /// trailing debounce: each change of a burst (a `kubectl apply` of many objects, a mass
-    /// delete) pushes the zone back, so the burst becomes one plan and full batches, but never
-    /// past `MAX_BURST_DEBOUNCES` delays after the burst's first change. A zone already due
-    /// stays due.
-    pub fn schedule(&self, zone: &str, delay: Duration) {
-        let now = Instant::now();
-        let at = now + delay;
-        let mut entries = self.entries.lock().expect("queue lock");
-        let e = entries.entry(zone.to_string()).or_default();
-        e.due = Some(match e.due {
-            None if delay.is_zero() => at,
-            None => {
-                e.burst_start = Some(now);
-                at
-            }
-            Some(d) if d <= now || delay.is_zero() => d.min(at),
-            Some(d) => {
-                let cap = *e.burst_start.get_or_insert(now) + delay * MAX_BURST_DEBOUNCES;
-                d.max(at).min(cap).max(now)
-            }
-        });
-        drop(entries);
-        self.notify.notify_waiters();
-    }
-
-    /// Waits for a due zone that no worker holds; returns it and whether it is a resync.
-    pub async fn next(&self) -> (String, bool) {
-        loop {
-            let wait = {
-                let mut entries = self.entries.lock().expect("queue lock");
-                let now = Instant::now();
-                let mut best: Option<(&String, Instant)> = None;
-                for (zone, e) in entries.iter() {
-                    if e.running {
-                        continue;
-                    }
-                    let when = match (e.due, e.resync_at) {
-                        (Some(a), Some(b)) => a.min(b),
-                        (a, b) => match a.or(b) {
-                            Some(t) => t,
-                            None => continue,
-                        },
-                    };
-                    if best.is_none_or(|(_, t)| when < t) {
-                        best = Some((zone, when));
-                    }
-                }
-                match best {
-                    Some((zone, when)) if when <= now => {
-                        let zone = zone.clone();
-                        let e = entries.get_mut(&zone).expect("entry just seen");
-                        let refresh = e.resync_at.is_some_and(|t| t <= now);
-                        if refresh {
-                            // Consumed: a retry after a failed resync is not another resync.
-                            e.resync_at = None;
-                        }
-                        e.running = true;
-                        e.due = None;
-                        e.burst_start = None;
-                        return (zone, refresh);
-                    }
-                    Some((_, when)) => (when - now).min(Duration::from_millis(250)),
-                    None => Duration::from_millis(250),
-                }
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = self.notify.notified() => {}
-            }
+/// Publishes the resync interval the drift budget allows, and says so in the log whenever it
+/// stretches past the configured one (or comes back).
+async fn report_resync_interval(
+    queue: Arc<ZoneQueue>,
+    metrics: Arc<Metrics>,
+    configured: Duration,
+) {
+    let mut told = configured;
+    loop {
+        let effective = queue.effective_resync(configured);
+        metrics
+            .resync_interval_effective
+            .set(effective.as_secs_f64());
+        let changed = effective.as_secs_f64() > told.as_secs_f64() * 1.1
+            || effective.as_secs_f64() < told.as_secs_f64() * 0.9;
+        if changed && effective > configured {
+            tracing::warn!(
+                configured_secs = configured.as_secs(),
+                effective_secs = effective.as_secs(),
+                zones = queue.len(),
+                "drift checks of every zone need more Cloudflare calls per resync interval than \
+                 their share of the budget: the resync interval is stretched"
+            );
+            told = effective;
+        } else if changed {
+            tracing::info!(
+                configured_secs = configured.as_secs(),
+                "resync interval back to the configured one"
+            );
+            told = effective;
         }
-    }
-
-    /// Releases a zone after a reconcile: `requeue_after` of `None` forgets it (unless it was
-    /// marked again meanwhile); `resync` says the delay is until the next full re-read.
-    pub fn done(&self, zone: &str, requeue_after: Option<Duration>, resync: bool) {
-        let mut entries = self.entries.lock().expect("queue lock");
-        let Some(e) = entries.get_mut(zone) else {
-            return;
-        };
-        e.running = false;
-        match requeue_after {
-            None if e.due.is_none() => {
-                entries.remove(zone);
-            }
-            None => {}
-            Some(d) if resync => {
-                let at = Instant::now() + d;
-                if e.resync_at.is_none_or(|t| t <= Instant::now()) {
-                    e.resync_at = Some(at);
-                }
-            }
-            Some(d) => {
-                let at = Instant::now() + d;
-                e.due = Some(e.due.map_or(at, |t| t.min(at)));
-                // A retry's backoff holds whatever the resync schedule says: a resync already
-                // due would otherwise hand the failing zone out again at once.
-                if let Some(r) = e.resync_at.as_mut() {
-                    *r = (*r).max(at);
-                }
-            }
-        }
-        drop(entries);
-        self.notify.notify_waiters();
-    }
-
-    /// Number of zones known to the queue.
-    pub fn len(&self) -> usize {
-        self.entries.lock().expect("queue lock").len()
-    }
-
-    /// Whether no zone is known.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn a_zone_is_handed_out_once_until_done() {
-        let q = ZoneQueue::default();
-        q.schedule("a", Duration::ZERO);
-        q.schedule("a", Duration::from_secs(5));
-        let (z, refresh) = q.next().await;
-        assert_eq!((z.as_str(), refresh), ("a", false));
-        q.schedule("a", Duration::ZERO);
-        // "a" is running, so a second worker gets nothing until done().
-        let second = tokio::time::timeout(Duration::from_secs(1), q.next()).await;
-        assert!(second.is_err());
-        q.done("a", Some(Duration::from_secs(600)), true);
-        let (z, refresh) = q.next().await;
-        assert_eq!((z.as_str(), refresh), ("a", false));
-        q.done("a", Some(Duration::from_secs(600)), true);
-        let start = Instant::now();
-        let (z, refresh) = q.next().await;
-        assert_eq!((z.as_str(), refresh), ("a", true));
-        assert!(start.elapsed() >= Duration::from_secs(590));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_burst_is_gathered_but_never_postponed_past_the_cap() {
-        let q = ZoneQueue::default();
-        let debounce = Duration::from_millis(100);
-        let start = Instant::now();
-        // A change every 50 ms for 2 s: without a cap the zone would wait for all of them.
-        let burst = async {
-            for _ in 0..40 {
-                q.schedule("z", debounce);
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        };
-        let (taken, _) = tokio::join!(
-            async {
-                q.next().await;
-                start.elapsed()
-            },
-            burst
-        );
-        assert!(
-            taken >= Duration::from_millis(150),
-            "gathered the burst: {taken:?}"
-        );
-        assert!(taken <= debounce * MAX_BURST_DEBOUNCES, "capped: {taken:?}");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_failing_zone_keeps_its_backoff_after_the_resync_time_passed() {
-        let q = ZoneQueue::default();
-        q.schedule("z", Duration::ZERO);
-        let _ = q.next().await;
-        q.done("z", Some(Duration::from_secs(10)), true);
-        // Resync due at 10 s; from then on every run fails and asks for 150 s of backoff.
-        let start = Instant::now();
-        let mut runs = 0;
-        while start.elapsed() < Duration::from_secs(600) {
-            let (_, _) = q.next().await;
-            runs += 1;
-            q.done("z", Some(Duration::from_secs(150)), false);
-        }
-        // 10 s, 160 s, 310 s, 460 s, 610 s: five runs, not one per poll.
-        assert!(runs <= 5, "{runs} runs in 600 s with a 150 s backoff");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn retries_come_back_after_the_delay_and_gone_zones_are_forgotten() {
-        let q = ZoneQueue::default();
-        q.schedule("b", Duration::ZERO);
-        let _ = q.next().await;
-        q.done("b", Some(Duration::from_secs(3)), false);
-        let start = Instant::now();
-        let _ = q.next().await;
-        assert!(start.elapsed() >= Duration::from_secs(3));
-        q.done("b", None, false);
-        assert!(q.is_empty());
+        tokio::time::sleep(Duration::from_secs(15)).await;
     }
 }

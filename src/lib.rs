@@ -16,6 +16,7 @@ pub mod ownership;
 pub mod plan;
 pub mod planner;
 pub mod reconciler;
+pub mod schedule;
 pub mod source;
 pub mod source_controller;
 pub mod status;

@@ -72,6 +72,11 @@ async fn run(args: RunArgs) -> Result<(), String> {
         reporter: identity.clone(),
         lease: None,
         shutdown_grace: args.shutdown_grace,
+        drift_budget: Some((
+            args.cloudflare.rate_limit,
+            args.cloudflare.rate_period,
+            args.drift_budget_share,
+        )),
         governance: (!args.zones.allow_undeclared_zones).then(|| {
             let operator_namespace = args.zones.namespace();
             controller::ZoneGovernance {

@@ -41,6 +41,9 @@ pub struct Metrics {
     pub kube_writes: Family<Labels, Counter>,
     /// 1 while this replica is the leader.
     pub leader: Gauge,
+    /// Seconds between drift checks of a zone that the budget allows (at least the configured
+    /// resync interval).
+    pub resync_interval_effective: Gauge<f64, std::sync::atomic::AtomicU64>,
     ready: AtomicBool,
 }
 
@@ -66,6 +69,7 @@ impl Metrics {
             mappings: Family::default(),
             kube_writes: Family::default(),
             leader: Gauge::default(),
+            resync_interval_effective: Gauge::default(),
             ready: AtomicBool::new(false),
             registry: Registry::default(),
         };
@@ -110,6 +114,11 @@ impl Metrics {
             m.kube_writes.clone(),
         );
         registry.register("leader", "1 while this replica leads", m.leader.clone());
+        registry.register(
+            "resync_interval_effective_seconds",
+            "Seconds between drift checks of a zone that the Cloudflare budget allows",
+            m.resync_interval_effective.clone(),
+        );
         Metrics { registry, ..m }
     }
 

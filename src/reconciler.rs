@@ -114,6 +114,21 @@ pub struct ZoneOutcome {
     pub refresh_next: bool,
     /// Other zones that must run now (an object moved between zones).
     pub wake: Vec<String>,
+    /// This reconcile read the whole zone from Cloudflare.
+    pub listed: bool,
+    /// This reconcile wrote to Cloudflare (so the snapshot knows the zone's state).
+    pub wrote: bool,
+    /// What the zone's next drift check will cost, and on which credential's budget.
+    pub drift: Option<DriftCost>,
+}
+
+/// The Cloudflare calls one drift check of a zone makes, charged to one credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DriftCost {
+    /// Fingerprint of the credential that reads the zone.
+    pub credential: u64,
+    /// List pages plus the catalog.
+    pub calls: u32,
 }
 
 /// One object of the zone with its resolved credentials.
@@ -211,6 +226,7 @@ pub async fn reconcile_zone(ctx: &Context, zone: &str, refresh: bool) -> ZoneOut
     let lead = declaration.as_ref().map(|d| ctx.creds.resolve_zone(d));
 
     let mut state = ctx.zones.get(zone);
+    let listed_before = state.listed_wall;
     let snapshot = read_zone(
         &ctx.clients,
         zone,
@@ -221,6 +237,8 @@ pub async fn reconcile_zone(ctx: &Context, zone: &str, refresh: bool) -> ZoneOut
         ctx.settings.catalog_ttl,
     )
     .await;
+    let listed = state.listed_wall != listed_before;
+    let drift = drift_cost(&members, lead.as_ref(), &state);
     ctx.zones.put(zone, state);
     let mut snapshot = match snapshot {
         Ok(s) => s,
@@ -280,7 +298,32 @@ pub async fn reconcile_zone(ctx: &Context, zone: &str, refresh: bool) -> ZoneOut
     }
     count_readiness(ctx, zone, &judgements);
     let retry = verdict::needs_retry(&judgements) || !kube_ok;
-    next_run(ctx, zone, retry, "ok", &judgements, retry_after)
+    ZoneOutcome {
+        listed,
+        wrote: !results.upserts.is_empty() || !results.deletes.is_empty(),
+        drift,
+        ..next_run(ctx, zone, retry, "ok", &judgements, retry_after)
+    }
+}
+
+/// (pure) The cost of the zone's next drift check: a list page per 100 entries (at least one)
+/// and the catalog, on the credential that lists it (the zone's own, else the first working
+/// one of its objects).
+fn drift_cost(
+    members: &[Member],
+    lead: Option<&Result<Resolved, Problem>>,
+    state: &crate::zone_state::ZoneState,
+) -> Option<DriftCost> {
+    let credential = lead
+        .and_then(|l| l.as_ref().ok())
+        .or_else(|| members.iter().find_map(|m| m.cred.as_ref().ok()))?
+        .fingerprint;
+    let entries = state.remote.as_ref().map_or(0, |r| r.len()) as u32;
+    let pages = entries.div_ceil(crate::wire::MAX_PER_PAGE).max(1);
+    Some(DriftCost {
+        credential,
+        calls: pages + 1,
+    })
 }
 
 /// (cache) The objects naming `zone` in spec or in their ownership record, with the
@@ -1156,6 +1199,7 @@ fn next_run(
             requeue_after: Some(backoff(failures, retry_after)),
             refresh_next: false,
             wake,
+            ..Default::default()
         }
     } else {
         ctx.metrics.reconcile(settled);
@@ -1163,6 +1207,7 @@ fn next_run(
             requeue_after: Some(ctx.settings.resync),
             refresh_next: true,
             wake,
+            ..Default::default()
         }
     }
 }
