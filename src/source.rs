@@ -97,6 +97,8 @@ pub struct Existing {
     pub key: ObjectKey,
     /// The owner's uid, from [`SOURCE_UID_LABEL`].
     pub owner_uid: String,
+    /// The owner's kind, from [`SOURCE_KIND_LABEL`].
+    pub owner_kind: Option<WorkloadKind>,
     /// The mapping's spec as it stands.
     pub spec: (String, String, String, String),
     /// Ready=False with a reason: (reason, message), to tell the workload.
@@ -201,6 +203,9 @@ pub struct Inputs<'a> {
     pub existing: &'a [Existing],
     /// Every mapping that exists and was not generated (names the index must not take).
     pub hand_written: &'a BTreeSet<ObjectKey>,
+    /// Kinds whose workloads are not known yet (their watch has not synced, e.g. the Gateway
+    /// API CRDs are missing): their mappings are kept as they are.
+    pub unknown_kinds: &'a BTreeSet<WorkloadKind>,
 }
 
 /// What to do.
@@ -367,7 +372,10 @@ pub fn plan(inputs: &Inputs) -> SourcePlan {
     }
     wanted.extend(wanted_keys.iter());
     for e in inputs.existing {
-        if !wanted.contains(&e.key) && !held.contains(e.owner_uid.as_str()) {
+        let kind_unknown = e
+            .owner_kind
+            .is_some_and(|k| inputs.unknown_kinds.contains(&k));
+        if !wanted.contains(&e.key) && !held.contains(e.owner_uid.as_str()) && !kind_unknown {
             out.delete.push(e.key.clone());
         }
     }
@@ -427,9 +435,15 @@ pub fn existing_of(o: &OriginCloudRegionMapping) -> Option<Existing> {
             o.status.as_ref().and_then(|s| s.observed_generation) == o.metadata.generation;
         (c.status == "False" && current).then(|| (c.reason.clone(), c.message.clone()))
     });
+    let owner_kind = match labels.get(SOURCE_KIND_LABEL).map(String::as_str) {
+        Some("Service") => Some(WorkloadKind::Service),
+        Some("Gateway") => Some(WorkloadKind::Gateway),
+        _ => None,
+    };
     Some(Existing {
         key: ObjectKey::of(o),
         owner_uid: labels.get(SOURCE_UID_LABEL)?.clone(),
+        owner_kind,
         spec: (
             o.spec.zone_id.clone(),
             o.spec.origin_ip.clone(),
@@ -484,6 +498,7 @@ mod tests {
         resolved: HashMap<String, Vec<IpAddr>>,
         existing: Vec<Existing>,
         hand: BTreeSet<ObjectKey>,
+        unknown: BTreeSet<WorkloadKind>,
     }
 
     impl World {
@@ -495,6 +510,7 @@ mod tests {
                 resolved: HashMap::new(),
                 existing: vec![],
                 hand: BTreeSet::new(),
+                unknown: BTreeSet::new(),
             }
         }
         fn plan(&self) -> SourcePlan {
@@ -506,6 +522,7 @@ mod tests {
                 resolve_errors: &HashMap::new(),
                 existing: &self.existing,
                 hand_written: &self.hand,
+                unknown_kinds: &self.unknown,
             })
         }
         /// Applies a plan as the controller would, returning it.
@@ -653,6 +670,7 @@ mod tests {
             resolve_errors: &errors,
             existing: &w.existing,
             hand_written: &w.hand,
+            unknown_kinds: &w.unknown,
         });
         assert!(p.delete.is_empty() && p.apply.is_empty(), "{p:?}");
         let problem = &p.problems.values().next().unwrap()[0];
@@ -743,5 +761,24 @@ mod tests {
             o.metadata.labels.as_ref().unwrap()[SOURCE_NAME_LABEL],
             "web"
         );
+    }
+
+    #[test]
+    fn mappings_of_a_kind_not_known_yet_are_kept() {
+        let mut gw = svc("public", "g1", &["198.51.100.9"]);
+        gw.kind = WorkloadKind::Gateway;
+        let mut w = World::new(vec![gw, svc("web", "u1", &["203.0.113.7"])]);
+        w.step();
+        assert_eq!(w.names(), ["gw-public-198-51-100-9", "svc-web-203-0-113-7"]);
+        // The Gateway watch is down (its CRDs were removed): Gateways look absent.
+        w.workloads.retain(|x| x.kind == WorkloadKind::Service);
+        w.unknown.insert(WorkloadKind::Gateway);
+        let p = w.step();
+        assert!(p.delete.is_empty(), "{p:?}");
+        // Known again, and really gone: now it goes.
+        w.unknown.clear();
+        let p = w.step();
+        assert_eq!(p.delete.len(), 1);
+        assert_eq!(w.names(), ["svc-web-203-0-113-7"]);
     }
 }

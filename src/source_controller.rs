@@ -95,6 +95,8 @@ struct Runner {
     taken: HashMap<ObjectKey, Instant>,
     /// Problems already told to each workload (by uid), so an Event is sent once per change.
     told: HashMap<String, BTreeSet<(String, String)>>,
+    /// The log has said that a kind of workload is not known yet.
+    warned_unknown: bool,
 }
 
 /// Runs the enabled sources until `stop` resolves; returns at once when none is enabled.
@@ -192,6 +194,7 @@ pub async fn run(
         },
         taken: HashMap::new(),
         told: HashMap::new(),
+        warned_unknown: false,
     };
     let mut stop = std::pin::pin!(stop);
     tokio::select! {
@@ -260,15 +263,14 @@ where
 }
 
 impl Runner {
-    /// Waits for every cache the first pass depends on. CloudflareZones are not waited for: a
-    /// zone name that is not known yet only holds its workload's mappings as they are.
+    /// Waits for every cache the first pass depends on. Neither CloudflareZones nor Gateways
+    /// are waited for: a zone name not known yet holds its workload's mappings as they are,
+    /// and so do Gateways until their watch has synced (a cluster without the Gateway API CRDs
+    /// still runs the Service source).
     async fn caches_ready(&self) {
         let c = &self.caches;
         let wait = async {
             if let Some(s) = &c.services {
-                let _ = s.wait_until_ready().await;
-            }
-            if let Some(s) = &c.gateways {
                 let _ = s.wait_until_ready().await;
             }
             let _ = c.nodes.wait_until_ready().await;
@@ -279,14 +281,22 @@ impl Runner {
             tokio::select! {
                 _ = &mut wait => return,
                 _ = tokio::time::sleep(Duration::from_secs(30)) => {
-                    tracing::warn!(
-                        gateways = self.config.gateways,
-                        "workload sources still waiting for their caches (with the Gateway \
-                         source on, are the Gateway API CRDs installed?)"
-                    );
+                    tracing::warn!("workload sources still waiting for their caches");
                 }
             }
         }
+    }
+
+    /// Kinds whose watch has not synced yet.
+    fn unknown_kinds(&self) -> BTreeSet<WorkloadKind> {
+        use futures::FutureExt;
+        let mut out = BTreeSet::new();
+        if let Some(s) = &self.caches.gateways {
+            if s.wait_until_ready().now_or_never().is_none() {
+                out.insert(WorkloadKind::Gateway);
+            }
+        }
+        out
     }
 
     fn workloads(&self) -> Vec<Workload> {
@@ -340,6 +350,14 @@ impl Runner {
         let now = Instant::now();
         self.taken.retain(|_, until| *until > now);
         let hand_written: BTreeSet<ObjectKey> = self.taken.keys().cloned().collect();
+        let unknown_kinds = self.unknown_kinds();
+        if !unknown_kinds.is_empty() && !self.warned_unknown {
+            tracing::warn!(
+                "Gateways are not known yet (are the Gateway API CRDs installed?): mappings \
+                 generated from Gateways are kept as they are until they are"
+            );
+            self.warned_unknown = true;
+        }
         let mut plan = source::plan(&Inputs {
             workloads: &workloads,
             nodes: &nodes,
@@ -348,6 +366,7 @@ impl Runner {
             resolve_errors: &answers.errors,
             existing: &existing,
             hand_written: &hand_written,
+            unknown_kinds: &unknown_kinds,
         });
 
         let mut notes: Vec<(WorkloadRef, EventType, &'static str, String)> = Vec::new();
