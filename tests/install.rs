@@ -157,6 +157,21 @@ async fn install_as_service_account(
     (release_ns, token, dir, kubeconfig)
 }
 
+/// The operator's arguments as the chart passes them (simulator URL, the release's Secret),
+/// plus `extra`.
+fn chart_args(env: &Env, release_ns: &str, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "--cloudflare-api-url".to_string(),
+        env.sim.base_url(),
+        "--default-credentials-secret".into(),
+        format!("{release_ns}/cloudflare-api-token"),
+        "--debounce".into(),
+        "100ms".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_runs_with_only_the_charts_rbac() {
     let mut env = Env::without_operator(&[]).await;
@@ -201,22 +216,17 @@ async fn the_controller_runs_with_only_the_charts_rbac() {
 
     // The controller, as the chart runs it (all namespaces, leader election, operator-wide
     // Secret, declared zones), but with the ServiceAccount's token.
-    let args: Vec<String> = [
-        "--cloudflare-api-url",
-        &env.sim.base_url(),
-        "--default-credentials-secret",
-        &format!("{release_ns}/cloudflare-api-token"),
-        "--operator-namespace",
+    let args = chart_args(
+        &env,
         &release_ns,
-        "--leader-election",
-        "--lease-namespace",
-        &release_ns,
-        "--debounce",
-        "100ms",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+        &[
+            "--operator-namespace",
+            &release_ns,
+            "--leader-election",
+            "--lease-namespace",
+            &release_ns,
+        ],
+    );
     env.op = Some(Operator::start(&kubeconfig, &args));
 
     env.create(&env.mapping("m", "203.0.113.7", "aws", "us-east-1"))
@@ -281,20 +291,11 @@ async fn the_service_source_runs_with_only_the_rbac_its_value_adds() {
     let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(env.client.clone());
     nodes.create(&Default::default(), &node).await.unwrap();
     // As the chart runs it with the source on (its args, with the ServiceAccount's token).
-    let args: Vec<String> = [
-        "--cloudflare-api-url",
-        &env.sim.base_url(),
-        "--default-credentials-secret",
-        &format!("{release_ns}/cloudflare-api-token"),
-        "--allow-undeclared-zones",
-        "--source",
-        "service",
-        "--debounce",
-        "100ms",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let args = chart_args(
+        &env,
+        &release_ns,
+        &["--allow-undeclared-zones", "--source", "service"],
+    );
     env.op = Some(Operator::start(&kubeconfig, &args));
     let services: Api<k8s_openapi::api::core::v1::Service> =
         Api::namespaced(env.client.clone(), &env.ns);
