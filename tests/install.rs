@@ -120,12 +120,18 @@ async fn chart_and_manifests_pass_server_side_dry_run() {
 /// kubeconfig (inside the returned temp dir) that authenticates as it.
 async fn install_as_service_account(
     env: &Env,
+    fullname: &str,
     extra: &[&str],
 ) -> (String, String, tempfile::TempDir, std::path::PathBuf) {
     install_crd(env.cp).await;
-    // The release namespace holds the chart's objects and the operator-wide Secret.
+    // The release namespace holds the chart's objects and the operator-wide Secret. Each
+    // install has its own name: the cluster-scoped RBAC objects are named after it, and two
+    // installs of one name would re-bind each other's ClusterRoles.
     let release_ns = env.cp.create_namespace("release").await.unwrap();
-    let rendered = render(&release_ns, extra).await;
+    let name = format!("fullnameOverride={fullname}");
+    let mut args = vec!["--set", name.as_str()];
+    args.extend_from_slice(extra);
+    let rendered = render(&release_ns, &args).await;
     kubectl_stdin(env, &["apply", "-f", "-"], &rendered)
         .await
         .expect("install the chart");
@@ -139,7 +145,7 @@ async fn install_as_service_account(
 
     let token = env
         .cp
-        .service_account_token(&release_ns, "origin-region-operator")
+        .service_account_token(&release_ns, fullname)
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -175,7 +181,8 @@ fn chart_args(env: &Env, release_ns: &str, extra: &[&str]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_runs_with_only_the_charts_rbac() {
     let mut env = Env::without_operator(&[]).await;
-    let (release_ns, token, _dir, kubeconfig) = install_as_service_account(&env, &[]).await;
+    let (release_ns, token, _dir, kubeconfig) =
+        install_as_service_account(&env, "origin-region-operator", &[]).await;
 
     // Negative: the ServiceAccount cannot list Secrets cluster-wide, nor read another one.
     let sa = env.cp.client_for_token(&token);
@@ -274,6 +281,7 @@ async fn the_service_source_runs_with_only_the_rbac_its_value_adds() {
     let mut env = Env::without_operator(&[]).await;
     let (release_ns, _token, _dir, kubeconfig) = install_as_service_account(
         &env,
+        "origin-region-operator-sources",
         &[
             "--set",
             "zones.allowUndeclared=true",
@@ -294,7 +302,14 @@ async fn the_service_source_runs_with_only_the_rbac_its_value_adds() {
     let args = chart_args(
         &env,
         &release_ns,
-        &["--allow-undeclared-zones", "--source", "service"],
+        // Its own namespace only: the other tests here run their own operators.
+        &[
+            "--allow-undeclared-zones",
+            "--source",
+            "service",
+            "--namespace",
+            &env.ns,
+        ],
     );
     env.op = Some(Operator::start(&kubeconfig, &args));
     let services: Api<k8s_openapi::api::core::v1::Service> =
