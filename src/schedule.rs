@@ -269,11 +269,12 @@ impl ZoneQueue {
     /// The resync interval the budget really allows: `configured`, or longer when one
     /// credential's drift checks of all its zones need more calls per interval than its share.
     pub fn effective_resync(&self, configured: Duration) -> Duration {
+        // Same lock order as `next`: entries, then budget.
+        let entries = self.entries.lock().expect("queue lock");
         let budget = self.budget.lock().expect("budget lock");
         let Some(b) = budget.as_ref() else {
             return configured;
         };
-        let entries = self.entries.lock().expect("queue lock");
         let mut calls: HashMap<u64, u64> = HashMap::new();
         for d in entries.values().filter_map(|e| e.drift) {
             *calls.entry(d.credential).or_default() += u64::from(d.calls);
