@@ -138,7 +138,7 @@ ipt_cleanup() { # deletes chains not in the record, and the rules that jump to t
 kill_cgroup_procs() { # kills every process left in the kubepods cgroups
   local f pid
   for f in $(find /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods -name cgroup.procs 2>/dev/null); do
-    while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done < "$f"
+    while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done < "$f" 2>/dev/null || true
   done
 }
 
