@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2154 # state, node_ip, ... are set by hack/control-plane
 # The node half of `hack/control-plane --node` (design.md §7); sourced by hack/control-plane,
 # whose variables it uses (state, node_ip, node_dev, bridge, node_name, pod_cidr, svc_cidr,
 # egress_chain, api_port, the *_BIN paths) and whose helpers (log, our_pid, stop_proc,
@@ -103,8 +104,7 @@ node_host_setup() {
   $fam -A "$egress_chain" -s "$pod_cidr" -j DROP
   $fam -I FORWARD 1 -j "$egress_chain"
   $fam -I INPUT 1 -j "$egress_chain"
-  # Pods get IPv4 only; no IPv6 leaves a pod either.
-  ip6tables -N "$egress_chain" 2>/dev/null || true
+  # (Pods get IPv4 only: the CNI range has no IPv6, so no IPv6 rule is needed.)
   # Service traffic between two pods of the one bridge must pass iptables (the reply's
   # un-DNAT); recorded above and restored by down.
   if [[ -e /proc/sys/net/bridge/bridge-nf-call-iptables ]]; then
@@ -137,14 +137,14 @@ ipt_cleanup() { # deletes chains not in the record, and the rules that jump to t
 
 kill_cgroup_procs() { # kills every process left in the kubepods cgroups
   local f pid
-  for f in $(find /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods -name cgroup.procs 2>/dev/null); do
+  while IFS= read -r f; do
     while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done < "$f" 2>/dev/null || true
-  done
+  done < <(find /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods -name cgroup.procs 2>/dev/null)
 }
 
 unmount_under() { # $1 = directory: unmounts everything below it, deepest first
-  local m i
-  for i in 1 2 3; do
+  local m
+  for _ in 1 2 3; do
     local mounts=()
     while read -r m; do mounts+=("$m"); done < <(awk -v p="$1/" 'index($5, p) == 1 { print $5 }' /proc/self/mountinfo | sort -r)
     [[ ${#mounts[@]} -eq 0 ]] && return 0
@@ -171,7 +171,9 @@ node_down() {
   kill_cgroup_procs
   stop_proc containerd
   for pid in $(pgrep -f "containerd-shim-runc-v2 .*-address $state/" 2>/dev/null || true); do
-    tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$state/" && kill -KILL "$pid" 2>/dev/null || true
+    if tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$state/"; then
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
   done
   kill_cgroup_procs
   stop_proc kube-controller-manager
@@ -182,7 +184,7 @@ node_down() {
   if [[ -f "$state/record/cgroups" ]]; then
     local cg
     while read -r cg; do
-      [[ -d "$cg" ]] && find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null || true
+      if [[ -d "$cg" ]]; then find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null || true; fi
       [[ -d "$cg" ]] && log "warning: could not remove $cg"
     done < "$state/record/cgroups"
   fi
@@ -216,7 +218,7 @@ node_leftovers() { # machine-wide state of a node cluster whose state dir is gon
     ip link del "$bridge" 2>/dev/null || true
     while iptables -D FORWARD -j "$egress_chain" 2>/dev/null; do :; done
     while iptables -D INPUT -j "$egress_chain" 2>/dev/null; do :; done
-    iptables -F "$egress_chain" 2>/dev/null && iptables -X "$egress_chain" 2>/dev/null || true
+    if iptables -F "$egress_chain" 2>/dev/null; then iptables -X "$egress_chain" 2>/dev/null || true; fi
     ip6tables -X "$egress_chain" 2>/dev/null || true
   fi
 }
