@@ -171,7 +171,7 @@ node_down() {
   kill_cgroup_procs
   stop_proc containerd
   for pid in $(pgrep -f "containerd-shim-runc-v2 .*-address $state/" 2>/dev/null || true); do
-    if tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$state/"; then
+    if [[ "$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)" == *"$state/"* ]]; then
       kill -KILL "$pid" 2>/dev/null || true
     fi
   done
