@@ -79,6 +79,26 @@ impl std::fmt::Debug for LeaseGuard {
     }
 }
 
+/// How often a standby looks whether the Lease was released.
+const STANDBY_POLL: Duration = Duration::from_secs(1);
+
+/// Whether nobody holds the Lease (released, or never taken) or its holder let it expire.
+async fn lease_is_free(api: &Api<Lease>, name: &str) -> bool {
+    let Ok(Some(lease)) = api.get_opt(name).await else {
+        return false;
+    };
+    let Some(spec) = lease.spec else { return true };
+    if spec.holder_identity.as_deref().is_none_or(str::is_empty) {
+        return true;
+    }
+    match (spec.renew_time, spec.lease_duration_seconds) {
+        (Some(renewed), Some(secs)) => {
+            renewed.0 + jiff::SignedDuration::from_secs(i64::from(secs)) < jiff::Timestamp::now()
+        }
+        _ => false,
+    }
+}
+
 /// A future that resolves when the controller must stop.
 pub type StopSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -97,26 +117,31 @@ where
     let duration = election.duration.as_secs().max(2);
     // Renew a third of the way before expiry, so one slow renewal does not cost the lease.
     let grace = (duration / 3).max(1);
-    let manager = LeaseManagerBuilder::new(election.client, &election.name)
-        .with_namespace(&election.namespace)
-        .with_parameters(
-            LeaseParams::new(&election.identity, duration, grace).with_field_manager(format!(
-                "origin-region-operator-lease-{}",
-                election.identity
-            )),
-        )
-        .build()
-        .await
-        .map_err(|e| {
-            format!(
-                "leader election on Lease {}/{}: {e}",
-                election.namespace, election.name
+    let build = || async {
+        LeaseManagerBuilder::new(election.client.clone(), &election.name)
+            .with_namespace(&election.namespace)
+            .with_parameters(
+                LeaseParams::new(&election.identity, duration, grace).with_field_manager(format!(
+                    "origin-region-operator-lease-{}",
+                    election.identity
+                )),
             )
-        })?;
-    let (mut leading, task) = manager.watch().await;
+            .build()
+            .await
+            .map_err(|e| {
+                format!(
+                    "leader election on Lease {}/{}: {e}",
+                    election.namespace, election.name
+                )
+            })
+    };
+    let lease_api: Api<Lease> = Api::namespaced(election.client.clone(), &election.namespace);
+    let (mut leading, mut task) = build().await?.watch().await;
     metrics.set_ready(true);
     tracing::info!(identity = %election.identity, lease = %election.name, "waiting for leadership");
     let mut shutdown = Box::pin(shutdown);
+    let mut poll = tokio::time::interval(STANDBY_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if *leading.borrow_and_update() {
             break;
@@ -125,6 +150,17 @@ where
             changed = leading.changed() => {
                 if changed.is_err() {
                     return Err("the lease manager stopped".into());
+                }
+            }
+            _ = poll.tick() => {
+                // The lease manager on standby sleeps until the expiry it last read, so a
+                // Lease its leader released on shutdown would sit free for up to a lease
+                // duration. Seen free: a fresh manager takes it at once.
+                if lease_is_free(&lease_api, &election.name).await {
+                    tracing::info!(lease = %election.name, "the Lease is free; campaigning now");
+                    drop(leading);
+                    let _ = task.await;
+                    (leading, task) = build().await?.watch().await;
                 }
             }
             _ = &mut shutdown => {

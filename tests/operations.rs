@@ -159,8 +159,10 @@ async fn only_the_leader_writes_and_sigterm_hands_over_cleanly() {
             "--leader-election".to_string(),
             "--lease-namespace".into(),
             env.ns.clone(),
+            // Long, so a standby that waited for expiry instead of taking a released Lease
+            // would fail the hand-over bound below.
             "--lease-duration".into(),
-            "6s".into(),
+            "15s".into(),
             "--identity".into(),
             id.to_string(),
         ]
@@ -239,7 +241,11 @@ async fn only_the_leader_writes_and_sigterm_hands_over_cleanly() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    eprintln!("handover after SIGTERM took {:?}", stopped.elapsed());
+    let handover = stopped.elapsed();
+    eprintln!("handover after SIGTERM took {handover:?}");
+    // The Lease was released: the standby takes it within its one-second look, plus the
+    // old leader's shutdown grace, not after the 15 s lease would have run out.
+    assert!(handover < Duration::from_secs(6), "hand-over took {handover:?}");
     // The new leader keeps things converged: a change made now is applied by replica-b.
     env.patch_spec("m0", serde_json::json!({"region": "us-west-2"}))
         .await;
