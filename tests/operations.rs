@@ -245,7 +245,10 @@ async fn only_the_leader_writes_and_sigterm_hands_over_cleanly() {
     eprintln!("handover after SIGTERM took {handover:?}");
     // The Lease was released: the standby takes it within its one-second look, plus the
     // old leader's shutdown grace, not after the 15 s lease would have run out.
-    assert!(handover < Duration::from_secs(6), "hand-over took {handover:?}");
+    assert!(
+        handover < Duration::from_secs(6),
+        "hand-over took {handover:?}"
+    );
     // The new leader keeps things converged: a change made now is applied by replica-b.
     env.patch_spec("m0", serde_json::json!({"region": "us-west-2"}))
         .await;

@@ -301,7 +301,20 @@ async fn a_move_out_of_a_failing_zone_reports_the_current_generation() {
     );
     assert!(env.remote(&env.zone).await.contains_key("192.0.2.96"));
     env.sim.clear_faults().await;
-    let o = env.wait_ready("m").await;
+    // Recovery waits for the zone's next retry: exponential backoff after every failure of the
+    // outage, which lasts longer on a loaded machine.
+    let o = env
+        .wait_for(
+            "m",
+            Duration::from_secs(150),
+            "Ready after the outage",
+            |o| {
+                o.ready_condition().is_some_and(|c| c.status == "True")
+                    && o.status.as_ref().and_then(|s| s.observed_generation)
+                        == o.metadata.generation
+            },
+        )
+        .await;
     assert_eq!(o.status.unwrap().zone_id.as_deref(), Some(other.as_str()));
     assert!(env.remote(&env.zone).await.is_empty());
     assert!(env.remote(&other).await.contains_key("192.0.2.96"));
