@@ -374,19 +374,29 @@ async fn run(args: Args) -> Result<bool> {
         log(format!("scenario {}", plan.name()));
         scenarios.push(run_scenario(&ctx, &plan).await?);
     }
+    let mut budget_error = None;
     let budget = if args.budget {
         log(format!(
             "scenario budget ({} zones × {})",
             args.budget_zones, args.budget_per_zone
         ));
-        Some(budget::run(&ctx).await?)
+        // A failed budget scenario (e.g. no convergence in its timeout) must not lose the
+        // other workloads' figures: it is reported, and fails the run, but they are written.
+        match budget::run(&ctx).await {
+            Ok(b) => Some(b),
+            Err(e) => {
+                log(format!("budget scenario failed: {e}"));
+                budget_error = Some(e);
+                None
+            }
+        }
     } else {
         None
     };
 
     let mut checks: Vec<_> = scenarios.iter().flat_map(|s| s.checks()).collect();
     checks.extend(budget.iter().flat_map(|b| b.checks()));
-    let passed = checks.iter().all(|c| c.met || !c.gating);
+    let passed = checks.iter().all(|c| c.met || !c.gating) && budget_error.is_none();
     let report = Report {
         started_at: started.to_string(),
         finished_at: now_utc().to_string(),
@@ -394,6 +404,7 @@ async fn run(args: Args) -> Result<bool> {
         settings: serde_json::to_value(&args).map_err(|e| e.to_string())?,
         scenarios,
         budget,
+        budget_error,
         checks,
         passed,
     };

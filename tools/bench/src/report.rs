@@ -335,6 +335,8 @@ pub struct Report {
     pub scenarios: Vec<Scenario>,
     /// The budget scenario, when run (`--scale`).
     pub budget: Option<Budget>,
+    /// Why the budget scenario did not finish, when it did not.
+    pub budget_error: Option<String>,
     /// Targets checked.
     pub checks: Vec<Check>,
     /// No gating check failed.
