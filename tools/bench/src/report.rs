@@ -272,7 +272,7 @@ impl Scenario {
                 false,
             );
         }
-        if self.latency_ms == 0 && self.rate_limit.is_none() && self.objects >= TARGET_READY_OBJECTS
+        if self.latency_ms == 0 && self.rate_limit.is_none() && self.objects == TARGET_READY_OBJECTS
         {
             add(
                 format!("all Ready ≤ {TARGET_READY_SECS} s ({TARGET_READY_OBJECTS} objects, no latency)"),
