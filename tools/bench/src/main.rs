@@ -325,7 +325,7 @@ async fn main() -> ExitCode {
     match run(args).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
-            log("a call-count gate failed (see the checks above)");
+            log("a call-count gate failed, or the budget scenario did not finish (see above)");
             ExitCode::FAILURE
         }
         Err(e) => {
