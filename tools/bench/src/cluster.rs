@@ -35,7 +35,8 @@ pub struct Item {
 
 /// The objects of a workload: `per_zone` objects in each of `zones` random zones.
 pub fn items(zones: &[String], per_zone: usize) -> Vec<Item> {
-    // Zone-major with distinct IPs per zone; 10.Z.H.L leaves room for 250 × 256 per zone.
+    // Zone-major with distinct IPs per zone (entries are per zone, so zones may repeat
+    // them); 10.Z.H.L with Z = zone mod 256 leaves room for 256 × 250 per zone.
     zones
         .iter()
         .enumerate()
@@ -43,7 +44,7 @@ pub fn items(zones: &[String], per_zone: usize) -> Vec<Item> {
             (0..per_zone).map(move |i| Item {
                 name: format!("m-{z:02}-{i:05}"),
                 zone: zone.clone(),
-                ip: format!("10.{z}.{}.{}", i / 250, i % 250 + 1),
+                ip: format!("10.{}.{}.{}", z % 256, i / 250, i % 250 + 1),
             })
         })
         .collect()
@@ -54,9 +55,10 @@ pub fn random_zone() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-/// Vendor and region of every object: in the simulator's default catalog.
-const VENDOR: &str = "aws";
-const REGION: &str = "us-east-1";
+/// Vendor of every object: in the simulator's default catalog.
+pub const VENDOR: &str = "aws";
+/// Region of every object when created.
+pub const REGION: &str = "us-east-1";
 
 /// Installs the CRD the operator binary prints (so it always matches the binary under test)
 /// and waits until it is served.

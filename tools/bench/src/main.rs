@@ -4,10 +4,14 @@
 //! For each workload (N objects in one zone; the same N spread over several zones) and each
 //! simulator profile (no latency; latency plus Cloudflare's rate limit), in its own namespace:
 //!
+//! 0. the floor (`floor.rs`): in a namespace of its own, the same objects get the Kubernetes
+//!    writes the operator must make (finalizer, status, one Event each) with the operator's
+//!    concurrency and no Cloudflare; timed, then removed;
 //! 1. create the credentials Secret and all objects, before the operator starts;
 //! 2. start the operator (`--resync-interval 1h --workers 4 --debounce 200ms`) and time it
 //!    until every object is Ready; count Cloudflare calls by operation (the simulator's
-//!    counters), the operator's Kubernetes writes (its `kube_writes_total`) and its peak RSS;
+//!    counters), the operator's Kubernetes writes (its `kube_writes_total`), its peak RSS and
+//!    CPU seconds, and its time against the floor's;
 //! 3. watch a steady-state window in which nothing may be written, on either side;
 //! 4. delete every object and time it until all are gone and every zone is empty;
 //! 5. run a naive per-object controller (GET + PUT, then DELETE, one object at a time) against
@@ -16,10 +20,13 @@
 //! Prints one table, checks the issue's targets, writes JSON to `<out>/<UTC time>.json` and
 //! `<out>/latest.json`, and exits non-zero when a call-count gate fails (never on seconds).
 //! `hack/bench` builds the release binaries and runs this; `hack/bench --ci` is the small
-//! variant that `hack/test` runs.
+//! variant that `hack/test` runs; `hack/bench --scale` runs the cost curve (up to 35,000
+//! objects) and the budget scenario (`budget.rs`) instead.
 
 mod baseline;
+mod budget;
 mod cluster;
+mod floor;
 mod procs;
 mod report;
 
@@ -37,7 +44,7 @@ use testbed::ControlPlane;
 use crate::baseline::RateLimit;
 use crate::cluster::Tracker;
 use crate::procs::{writes_in, Metrics, Operator, Result, Sim, SimStats};
-use crate::report::{Apply, Calls, Delete, PerObject, Report, Scenario, Steady};
+use crate::report::{Apply, Calls, Cost, Delete, PerObject, Report, Scenario, Steady};
 
 /// Benchmark of origin-region-operator on the real control plane and the simulator.
 #[derive(Debug, Clone, Parser, Serialize)]
@@ -93,6 +100,42 @@ struct Args {
     /// Give up on a phase (all Ready, all gone) after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout_secs: u64,
+    /// The scale workloads instead of the default ones: the cost curve --zones × 35 / 350 /
+    /// 3,500 (the last is 35,000 objects, every zone at the maximum) on the simulator without
+    /// latency, then the budget scenario. Defaults: no baseline, 20 s steady window, 1,800 s
+    /// timeout (flags given explicitly still win). Up to an hour.
+    #[arg(long, conflicts_with = "ci")]
+    scale: bool,
+    /// Run the budget scenario (--scale does).
+    #[arg(long)]
+    budget: bool,
+    /// Run only the budget scenario (no other workload).
+    #[arg(long)]
+    budget_only: bool,
+    /// Zones of the budget scenario.
+    #[arg(long, default_value_t = 2000)]
+    budget_zones: usize,
+    /// Objects per zone of the budget scenario.
+    #[arg(long, default_value_t = 3)]
+    budget_per_zone: usize,
+    /// The operator's --resync-interval in the budget scenario, seconds (short enough that
+    /// re-reading every zone wants more calls than the rate limit gives).
+    #[arg(long, default_value_t = 60)]
+    budget_resync_secs: u64,
+    /// Edits in the budget scenario, one per second, each to one object of another zone.
+    #[arg(long, default_value_t = 120)]
+    budget_edits: usize,
+    /// Seconds watched after convergence in the budget scenario (the edits, then the rest):
+    /// long enough for the stretched resync to come round every zone.
+    #[arg(long, default_value_t = 600)]
+    budget_observe_secs: u64,
+    /// Do not seed the budget zones' remote entries before the operator starts (it then
+    /// creates all of them, about 2,000 more calls under the limit).
+    #[arg(long)]
+    budget_no_seed: bool,
+    /// Give up on the budget scenario's convergence after this many seconds.
+    #[arg(long, default_value_t = 2700)]
+    budget_timeout_secs: u64,
 }
 
 /// A simulator profile.
@@ -153,6 +196,25 @@ impl Args {
                 args.steady_secs = 10;
             }
         }
+        if args.scale {
+            let defaulted = |id: &str| matches.value_source(id) != Some(ValueSource::CommandLine);
+            if defaulted("profiles") {
+                args.profiles = vec![Profile::Fast];
+            }
+            if defaulted("steady_secs") {
+                args.steady_secs = 20;
+            }
+            if defaulted("skip_baseline") {
+                args.skip_baseline = true;
+            }
+            if defaulted("timeout_secs") {
+                args.timeout_secs = 1800;
+            }
+            args.budget = true;
+        }
+        if args.budget_only {
+            args.budget = true;
+        }
         args
     }
 
@@ -160,6 +222,27 @@ impl Args {
     /// workload.
     fn scenarios(&self) -> Vec<Plan> {
         let mut out = Vec::new();
+        if self.budget_only {
+            return out;
+        }
+        if self.scale {
+            // The cost curve: N = zones × 35 / 350 / 3,500 in the same zones' shape.
+            for p in &self.profiles {
+                for per_zone in SCALE_PER_ZONE {
+                    let (latency_ms, rate_limit) = match p {
+                        Profile::Fast => (0, None),
+                        Profile::Slow => (self.latency_ms, Some(self.rate_limit.clone())),
+                    };
+                    out.push(Plan {
+                        zones: self.zones,
+                        per_zone,
+                        latency_ms,
+                        rate_limit,
+                    });
+                }
+            }
+            return out;
+        }
         for p in &self.profiles {
             let mut shapes = vec![1];
             if self.zones > 1 {
@@ -181,6 +264,9 @@ impl Args {
         out
     }
 }
+
+/// Objects per zone of the cost curve's points (`--scale`); 3,500 is the zone maximum.
+const SCALE_PER_ZONE: [usize; 3] = [35, 350, 3500];
 
 /// One scenario to run.
 #[derive(Debug, Clone)]
@@ -229,7 +315,7 @@ struct Ctx {
     logs: PathBuf,
 }
 
-fn log(msg: impl AsRef<str>) {
+pub(crate) fn log(msg: impl AsRef<str>) {
     eprintln!("bench: {}", msg.as_ref());
 }
 
@@ -239,7 +325,7 @@ async fn main() -> ExitCode {
     match run(args).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
-            log("a call-count gate failed (see the checks above)");
+            log("a call-count gate failed, or the budget scenario did not finish (see above)");
             ExitCode::FAILURE
         }
         Err(e) => {
@@ -288,15 +374,37 @@ async fn run(args: Args) -> Result<bool> {
         log(format!("scenario {}", plan.name()));
         scenarios.push(run_scenario(&ctx, &plan).await?);
     }
+    let mut budget_error = None;
+    let budget = if args.budget {
+        log(format!(
+            "scenario budget ({} zones × {})",
+            args.budget_zones, args.budget_per_zone
+        ));
+        // A failed budget scenario (e.g. no convergence in its timeout) must not lose the
+        // other workloads' figures: it is reported, and fails the run, but they are written.
+        match budget::run(&ctx).await {
+            Ok(b) => Some(b),
+            Err(e) => {
+                log(format!("budget scenario failed: {e}"));
+                budget_error = Some(e);
+                None
+            }
+        }
+    } else {
+        None
+    };
 
-    let checks: Vec<_> = scenarios.iter().flat_map(|s| s.checks()).collect();
-    let passed = checks.iter().all(|c| c.met || !c.gating);
+    let mut checks: Vec<_> = scenarios.iter().flat_map(|s| s.checks()).collect();
+    checks.extend(budget.iter().flat_map(|b| b.checks()));
+    let passed = checks.iter().all(|c| c.met || !c.gating) && budget_error.is_none();
     let report = Report {
         started_at: started.to_string(),
         finished_at: now_utc().to_string(),
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
         settings: serde_json::to_value(&args).map_err(|e| e.to_string())?,
         scenarios,
+        budget,
+        budget_error,
         checks,
         passed,
     };
@@ -307,7 +415,12 @@ async fn run(args: Args) -> Result<bool> {
     }
 
     println!();
-    println!("{}", report::table(&report.scenarios));
+    if !report.scenarios.is_empty() {
+        println!("{}", report::table(&report.scenarios));
+    }
+    if let Some(b) = &report.budget {
+        println!("{}", report::budget_table(b));
+    }
     println!("targets:");
     print!("{}", report::checks_text(&report.checks));
     for s in report.scenarios.iter().filter(|s| s.operator_warnings > 0) {
@@ -329,12 +442,12 @@ async fn run(args: Args) -> Result<bool> {
 }
 
 /// Seconds since `t`.
-fn since(t: Instant) -> f64 {
+pub(crate) fn since(t: Instant) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
 /// Polls `done` every 50 ms until it holds; fails after `timeout` or if the operator exits.
-async fn wait_until(
+pub(crate) async fn wait_until(
     what: &str,
     timeout: Duration,
     op: &mut Operator,
@@ -362,7 +475,7 @@ const SETTLE_LIMIT: Duration = Duration::from_secs(60);
 /// moving for [`QUIET`], so trailing writes (Events, a follow-up reconcile triggered by the
 /// operator's own status writes) land in the phase that caused them, not in the steady
 /// window. Returns whether it went quiet before [`SETTLE_LIMIT`].
-async fn settle(op: &Operator, sim: &Sim) -> Result<bool> {
+pub(crate) async fn settle(op: &Operator, sim: &Sim) -> Result<bool> {
     let start = Instant::now();
     let mut last = (u64::MAX, u64::MAX);
     let mut quiet_since = Instant::now();
@@ -380,7 +493,7 @@ async fn settle(op: &Operator, sim: &Sim) -> Result<bool> {
     Ok(false)
 }
 
-fn calls(after: &SimStats, before: &SimStats) -> Calls {
+pub(crate) fn calls(after: &SimStats, before: &SimStats) -> Calls {
     let by_operation = after.since(before);
     Calls {
         total: by_operation.values().sum(),
@@ -390,19 +503,19 @@ fn calls(after: &SimStats, before: &SimStats) -> Calls {
     }
 }
 
-async fn metrics(op: &Operator) -> Result<Metrics> {
+pub(crate) async fn metrics(op: &Operator) -> Result<Metrics> {
     op.metrics()
         .await
         .ok_or_else(|| "the operator's /metrics did not answer".to_string())
 }
 
-fn mib(kib: u64) -> f64 {
+pub(crate) fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
 /// WARN and ERROR lines of a log, and up to three distinct ones (object names and the
 /// timestamp cut, so repeats of one problem count once), shortened.
-fn warnings(log: &std::path::Path) -> (usize, Vec<String>) {
+pub(crate) fn warnings(log: &std::path::Path) -> (usize, Vec<String>) {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let mut count = 0;
     let mut samples: Vec<String> = Vec::new();
@@ -444,6 +557,23 @@ async fn run_scenario(ctx: &Ctx, plan: &Plan) -> Result<Scenario> {
     let zones: Vec<String> = (0..plan.zones).map(|_| cluster::random_zone()).collect();
     let items = cluster::items(&zones, plan.per_zone);
     let api: Api<OriginCloudRegionMapping> = Api::namespaced(ctx.client.clone(), &ns);
+
+    // The floor first, in its own namespace, with nothing else running: the same objects,
+    // the Kubernetes writes the operator must make for them, no Cloudflare.
+    let floor_ns = ctx
+        .cp
+        .create_namespace("bench-floor")
+        .await
+        .map_err(|e| e.to_string())?;
+    let floor_api: Api<OriginCloudRegionMapping> = Api::namespaced(ctx.client.clone(), &floor_ns);
+    cluster::create_all(&floor_api, &items, args.concurrency).await?;
+    let floor = floor::run(&ctx.client, &floor_api).await?;
+    log(format!(
+        "  floor writer: {} writes for {n} objects in {:.1} s ({} failed)",
+        floor.writes.total(),
+        floor.secs,
+        floor.failed
+    ));
 
     // Everything exists before the operator starts, so its first plan sees the whole zone.
     cluster::create_secret(&ctx.client, &ns).await?;
@@ -504,6 +634,7 @@ async fn run_scenario(ctx: &Ctx, plan: &Plan) -> Result<Scenario> {
     .await?;
     let ready_secs = since(t0);
     let (hwm_ready, _) = op.rss_kib()?;
+    let cpu_ready = op.cpu_secs()?;
     log(format!("  all {n} Ready in {ready_secs:.1} s"));
     let settled = settle(&op, &sim).await?;
     let s1 = sim.stats().await?;
@@ -519,7 +650,27 @@ async fn run_scenario(ctx: &Ctx, plan: &Plan) -> Result<Scenario> {
         .sum();
     let apply_calls = calls(&s1, &s0);
     let apply_kube = m1.kube_writes();
+    let call_floor: u64 = per_zone
+        .values()
+        .map(|k| (*k as u64).div_ceil(100) + 1)
+        .sum::<u64>()
+        + 1;
+    let per = |x: f64| x / n.max(1) as f64;
+    let cost = Cost {
+        ready_ms: per(ready_secs * 1000.0),
+        calls: per(apply_calls.total as f64),
+        kube_writes: per(apply_kube.total() as f64),
+        rss_kib: per(hwm_ready as f64),
+        cpu_ms: per(cpu_ready * 1000.0),
+    };
     let apply = Apply {
+        cpu_secs: cpu_ready,
+        call_floor,
+        call_floor_ratio: apply_calls.total as f64 / call_floor.max(1) as f64,
+        floor_secs: floor.secs,
+        floor_ratio: ready_secs / floor.secs.max(1e-9),
+        floor_writes: (floor.writes, floor.failed),
+        cost,
         ready_secs,
         settled,
         ratio: apply_calls.total as f64 / lower_bound.max(1) as f64,
@@ -548,6 +699,7 @@ async fn run_scenario(ctx: &Ctx, plan: &Plan) -> Result<Scenario> {
 
     // Delete-all: until every object is gone and every zone is empty.
     log("  deleting every object");
+    let cpu_before_delete = op.cpu_secs()?;
     let t = Instant::now();
     cluster::delete_all(&api, &items, args.concurrency).await?;
     let issue_secs = since(t);
@@ -578,6 +730,7 @@ async fn run_scenario(ctx: &Ctx, plan: &Plan) -> Result<Scenario> {
     let s3 = sim.stats().await?;
     let m3 = metrics(&op).await?;
     let (hwm_end, _) = op.rss_kib()?;
+    let cpu_delete = op.cpu_secs()? - cpu_before_delete;
     op.stop();
     let (operator_warnings, operator_warning_samples) =
         warnings(&ctx.logs.join(format!("{slug}-operator.log")));
@@ -586,7 +739,11 @@ async fn run_scenario(ctx: &Ctx, plan: &Plan) -> Result<Scenario> {
     let delete_calls = calls(&s3, &s2);
     let delete_lb: u64 = per_zone.values().map(|k| (*k as u64).div_ceil(100)).sum();
     let delete_kube = m3.kube_writes().since(&m2.kube_writes());
+    let delete_lists = delete_calls.by_operation.get("list").copied().unwrap_or(0);
     let delete = Delete {
+        cpu_secs: cpu_delete,
+        lists: delete_lists,
+        call_floor_ratio: (delete_calls.total - delete_lists) as f64 / delete_lb.max(1) as f64,
         secs: delete_secs,
         issue_secs,
         ratio: delete_calls.total as f64 / delete_lb.max(1) as f64,

@@ -149,13 +149,18 @@ pub struct Sim {
 impl Sim {
     /// Starts `bin` on a free loopback port with `extra` flags; its stderr goes to `log`.
     pub fn start(bin: &Path, extra: &[String], log: &Path) -> Result<Sim> {
+        Sim::start_logging(bin, extra, log, "warn")
+    }
+
+    /// [`Sim::start`] with the log filter `rust_log` (e.g. one that logs every API request).
+    pub fn start_logging(bin: &Path, extra: &[String], log: &Path, rust_log: &str) -> Result<Sim> {
         let log_file =
             std::fs::File::create(log).map_err(|e| format!("creating {}: {e}", log.display()))?;
         let mut cmd = Command::new(bin);
         cmd.arg("--listen")
             .arg("127.0.0.1:0")
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log_file);
@@ -178,6 +183,14 @@ impl Sim {
         format!("{}/client/v4", self.origin)
     }
 
+    /// A handle on the admin routes that tasks can own.
+    pub fn admin(&self) -> SimAdmin {
+        SimAdmin {
+            origin: self.origin.clone(),
+            http: self.http.clone(),
+        }
+    }
+
     /// The counters now.
     pub async fn stats(&self) -> Result<SimStats> {
         self.admin_get("/stats").await
@@ -193,6 +206,29 @@ impl Sim {
         Ok(dump.mappings.len())
     }
 
+    /// Replaces the zone's mappings with `(origin_ip, vendor, region)` entries (admin seed,
+    /// not counted in the stats), as if made before the operator ran.
+    pub async fn seed_zone(&self, zone: &str, entries: &[(String, String, String)]) -> Result<()> {
+        let mappings: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|(ip, vendor, region)| {
+                serde_json::json!({"origin_ip": ip, "vendor": vendor, "region": region})
+            })
+            .collect();
+        let url = format!("{}/__sim/zones/{zone}", self.origin);
+        let resp = self
+            .http
+            .put(&url)
+            .json(&serde_json::json!({ "mappings": mappings }))
+            .send()
+            .await
+            .map_err(|e| format!("PUT {url}: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("PUT {url}: HTTP {}", resp.status()));
+        }
+        Ok(())
+    }
+
     async fn admin_get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
         let url = format!("{}/__sim{path}", self.origin);
         let resp = self
@@ -206,6 +242,77 @@ impl Sim {
         }
         resp.json().await.map_err(|e| format!("GET {url}: {e}"))
     }
+}
+
+/// The simulator's admin routes, without owning the process.
+#[derive(Clone)]
+pub struct SimAdmin {
+    origin: String,
+    http: reqwest::Client,
+}
+
+impl SimAdmin {
+    /// Region of the zone's entry at `ip` now, if it exists (admin dump, not counted).
+    pub async fn region_of(&self, zone: &str, ip: &str) -> Result<Option<String>> {
+        #[derive(Deserialize)]
+        struct Entry {
+            origin_ip: String,
+            region: String,
+        }
+        #[derive(Deserialize)]
+        struct Dump {
+            mappings: Vec<Entry>,
+        }
+        let url = format!("{}/__sim/zones/{zone}", self.origin);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("GET {url}: HTTP {}", resp.status()));
+        }
+        let dump: Dump = resp.json().await.map_err(|e| format!("GET {url}: {e}"))?;
+        Ok(dump
+            .mappings
+            .into_iter()
+            .find(|e| e.origin_ip == ip)
+            .map(|e| e.region))
+    }
+}
+
+/// Per zone, the wall-clock times of the answered (200) list requests in a simulator log written with
+/// `cf_origin_sim=debug` (one "api request" line per request).
+pub fn list_times(log: &Path) -> BTreeMap<String, Vec<jiff::Timestamp>> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut out: BTreeMap<String, Vec<jiff::Timestamp>> = BTreeMap::new();
+    for line in text.lines().filter(|l| l.contains("api request")) {
+        let field = |key: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .map(|v| v.trim_matches('"'))
+        };
+        // A throttled list read nothing: only answered ones count as a check of the zone.
+        if field("op=") != Some("list") || field("outcome=") != Some("200") {
+            continue;
+        }
+        let Some(zone) = field("path=")
+            .and_then(|p| p.split_once("/zones/"))
+            .and_then(|(_, rest)| rest.split('/').next())
+        else {
+            continue;
+        };
+        let Some(at) = line
+            .split_whitespace()
+            .next()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        else {
+            continue;
+        };
+        out.entry(zone.to_string()).or_default().push(at);
+    }
+    out
 }
 
 impl Drop for Sim {
@@ -297,6 +404,12 @@ impl Operator {
         Ok((field("VmHWM:")?, field("VmRSS:")?))
     }
 
+    /// CPU seconds the process has used so far, user + system (`utime + stime` of
+    /// /proc/PID/stat, in clock ticks of `sysconf(_SC_CLK_TCK)`).
+    pub fn cpu_secs(&self) -> Result<f64> {
+        cpu_secs_of(self.pid())
+    }
+
     /// SIGTERM, then SIGKILL after 10 s.
     pub fn stop(&mut self) {
         stop(&mut self.child, Duration::from_secs(10), true);
@@ -307,6 +420,28 @@ impl Drop for Operator {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// CPU seconds (user + system) process `pid` has used so far.
+pub fn cpu_secs_of(pid: u32) -> Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    let ticks = parse_stat_ticks(&text).ok_or_else(|| format!("{path}: no utime/stime"))?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as f64 } else { 100.0 };
+    Ok(ticks as f64 / hz)
+}
+
+/// `utime + stime` (fields 14 and 15) of a /proc/PID/stat line. The command name (field 2)
+/// may hold spaces and parentheses, so fields are counted after its last `)`.
+fn parse_stat_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // After the name come field 3 (state) onwards: utime is the 12th of those, stime the 13th.
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
 }
 
 /// One Prometheus sample: metric name, labels, value.
@@ -404,6 +539,14 @@ impl Metrics {
         )
     }
 
+    /// The value of a metric without labels, `None` when the operator does not export it.
+    pub fn gauge(&self, name: &str) -> Option<f64> {
+        self.samples
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.value)
+    }
+
     /// Zone reconciles so far.
     pub fn reconciles(&self) -> u64 {
         self.sum("origin_region_operator_zone_reconciles_total", &[]) as u64
@@ -466,6 +609,42 @@ mod tests {
         assert_eq!(m.sum(CF_REQUESTS, &[("operation", "list")]), 2.0);
         assert_eq!(m.activity(), 12);
         assert_eq!(m.rate_limit_waits(), (0, 1.5));
+    }
+
+    #[test]
+    fn parses_proc_stat_cpu_ticks() {
+        let stat = "1234 (origin (x) op) S 1 1234 1234 0 -1 4194560 2048 0 0 0 150 25 0 0 20 0 9 0";
+        assert_eq!(parse_stat_ticks(stat), Some(175));
+        assert_eq!(parse_stat_ticks("garbage"), None);
+        assert!(cpu_secs_of(std::process::id()).is_ok());
+    }
+
+    #[test]
+    fn list_times_from_sim_log() {
+        let dir = std::env::temp_dir().join(format!("bench-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("sim.log");
+        std::fs::write(
+            &log,
+            "2026-12-01T12:00:00.5Z DEBUG cf_origin_sim::routes: api request method=GET \
+             path=/client/v4/zones/abc/origin/cloud_regions op=\"list\" outcome=200\n\
+             2026-12-01T12:00:01Z DEBUG cf_origin_sim::routes: api request method=PUT \
+             path=/client/v4/zones/abc/origin/cloud_regions op=\"batch_put\" outcome=200\n\
+             2026-12-01T12:01:00.5Z DEBUG cf_origin_sim::routes: api request method=GET \
+             path=/client/v4/zones/abc/origin/cloud_regions op=\"list\" outcome=429\n",
+        )
+        .unwrap();
+        let t = list_times(&log);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t["abc"].len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn gauge_absent_is_none() {
+        let m = Metrics::parse("a_b 3\n# EOF\n");
+        assert_eq!(m.gauge("a_b"), Some(3.0));
+        assert_eq!(m.gauge("c"), None);
     }
 
     #[test]
