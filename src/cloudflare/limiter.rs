@@ -82,9 +82,16 @@ mod tests {
             }
             worst = worst.max(hi - lo + 1);
         }
-        assert!(worst <= 1200, "{worst} requests in one window of the period");
+        assert!(
+            worst <= 1200,
+            "{worst} requests in one window of the period"
+        );
         // And it does not starve: close to the rate over the whole run.
-        assert!(admitted.len() >= 2400, "only {} in 2.5 periods", admitted.len());
+        assert!(
+            admitted.len() >= 2400,
+            "only {} in 2.5 periods",
+            admitted.len()
+        );
     }
 
     #[tokio::test]
