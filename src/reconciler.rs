@@ -620,8 +620,7 @@ pub async fn read_zone(
         // per zone whenever changes outran drift checks (2,000 zones: ~1,000 extra calls, and
         // edits queued behind them).
         let expired = state.catalog_at.is_none_or(|t| t.elapsed() >= catalog_ttl);
-        let stale = state.catalog_at.is_none()
-            || (expired && (refresh || state.catalog.is_none()));
+        let stale = state.catalog_at.is_none() || (expired && (refresh || state.catalog.is_none()));
         if stale {
             match clients
                 .client(r.credentials.clone())
