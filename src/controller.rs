@@ -83,14 +83,7 @@ pub async fn run(
     let (store, writer) = reflector::store();
     let mapping_events = watcher(mappings, watcher::Config::default())
         .default_backoff()
-        // The cache never needs managedFields or kubectl's last-applied copy; dropping them
-        // roughly halves memory at thousands of objects.
-        .modify(|o: &mut OriginCloudRegionMapping| {
-            o.metadata.managed_fields = None;
-            if let Some(a) = o.metadata.annotations.as_mut() {
-                a.remove("kubectl.kubernetes.io/last-applied-configuration");
-            }
-        })
+        .modify(|o: &mut OriginCloudRegionMapping| strip_for_cache(&mut o.metadata))
         .reflect(writer);
 
     let (default_store, default_events) = match &config.default_secret {
@@ -355,6 +348,15 @@ pub async fn run(
     interval_task.abort();
     for t in secret_tasks.into_iter().chain(governance_tasks) {
         t.abort();
+    }
+}
+
+/// Drops what no cache of ours reads: managedFields and kubectl's last-applied copy, which
+/// together are roughly half of an object at thousands of objects.
+pub fn strip_for_cache(meta: &mut kube::core::ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
 }
 

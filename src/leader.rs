@@ -59,14 +59,7 @@ impl LeaseGuard {
         };
         let Some(spec) = lease.spec else { return false };
         let ours = spec.holder_identity.as_deref() == Some(self.identity.as_str());
-        let valid = match (spec.renew_time, spec.lease_duration_seconds) {
-            (Some(renewed), Some(secs)) => {
-                let until = renewed.0 + jiff::SignedDuration::from_secs(i64::from(secs));
-                until > jiff::Timestamp::now()
-            }
-            _ => false,
-        };
-        ours && valid
+        ours && valid_until(&spec).is_some_and(|t| t > jiff::Timestamp::now())
     }
 }
 
@@ -91,12 +84,14 @@ async fn lease_is_free(api: &Api<Lease>, name: &str) -> bool {
     if spec.holder_identity.as_deref().is_none_or(str::is_empty) {
         return true;
     }
-    match (spec.renew_time, spec.lease_duration_seconds) {
-        (Some(renewed), Some(secs)) => {
-            renewed.0 + jiff::SignedDuration::from_secs(i64::from(secs)) < jiff::Timestamp::now()
-        }
-        _ => false,
-    }
+    valid_until(&spec).is_some_and(|t| t < jiff::Timestamp::now())
+}
+
+/// When the Lease's last renewal runs out; `None` when it does not say.
+fn valid_until(spec: &k8s_openapi::api::coordination::v1::LeaseSpec) -> Option<jiff::Timestamp> {
+    let renewed = spec.renew_time.as_ref()?;
+    let secs = spec.lease_duration_seconds?;
+    Some(renewed.0 + jiff::SignedDuration::from_secs(i64::from(secs)))
 }
 
 /// A future that resolves when the controller must stop.

@@ -484,11 +484,7 @@ mod tests {
     }
 
     fn existing_from(d: &Desired) -> Existing {
-        existing_of(&with_labels(to_object(d))).unwrap()
-    }
-
-    fn with_labels(o: OriginCloudRegionMapping) -> OriginCloudRegionMapping {
-        o
+        existing_of(&to_object(d)).unwrap()
     }
 
     struct World {

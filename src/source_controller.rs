@@ -111,12 +111,7 @@ pub async fn run(
     }
     let notify = Arc::new(Notify::new());
     let mut tasks = Vec::new();
-    let strip = |m: &mut kube::core::ObjectMeta| {
-        m.managed_fields = None;
-        if let Some(a) = m.annotations.as_mut() {
-            a.remove("kubectl.kubernetes.io/last-applied-configuration");
-        }
-    };
+    let strip = crate::controller::strip_for_cache;
 
     let services = config.services.then(|| {
         let api: Api<Service> = namespaced(&kube, &config.namespace);

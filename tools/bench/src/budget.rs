@@ -90,32 +90,25 @@ pub async fn run(ctx: &Ctx) -> Result<Budget> {
     }
 
     let rate = crate::parse_rate_limit(&args.rate_limit)?;
-    let op_args: Vec<String> = [
-        "--kubeconfig",
-        &ctx.cp.kubeconfig_path().display().to_string(),
-        "--namespace",
+    let resync = format!("{}s", args.budget_resync_secs);
+    let (limit, period) = (
+        rate.limit.to_string(),
+        format!("{}s", rate.window.as_secs()),
+    );
+    let op_args = crate::operator_args(
+        ctx,
         &ns,
-        "--cloudflare-api-url",
-        &sim.base_url(),
-        "--default-credentials-secret",
-        &format!("{ns}/{}", cluster::SECRET),
-        "--allow-undeclared-zones",
-        "--operator-namespace",
-        &ns,
-        "--resync-interval",
-        &format!("{}s", args.budget_resync_secs),
-        "--rate-limit",
-        &rate.limit.to_string(),
-        "--rate-period",
-        &format!("{}s", rate.window.as_secs()),
-        "--workers",
-        "4",
-        "--debounce",
-        "200ms",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+        &sim,
+        &[
+            "--allow-undeclared-zones",
+            "--resync-interval",
+            &resync,
+            "--rate-limit",
+            &limit,
+            "--rate-period",
+            &period,
+        ],
+    );
 
     let s0 = sim.stats().await?;
     let t0 = Instant::now();

@@ -265,6 +265,32 @@ impl Args {
     }
 }
 
+/// The operator's arguments every run shares (this run's namespace, simulator and Secret,
+/// the operator's namespace for declared zones, 4 workers, 200 ms debounce), plus `extra`.
+fn operator_args(ctx: &Ctx, ns: &str, sim: &Sim, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--kubeconfig",
+        &ctx.cp.kubeconfig_path().display().to_string(),
+        "--namespace",
+        ns,
+        "--cloudflare-api-url",
+        &sim.base_url(),
+        "--default-credentials-secret",
+        &format!("{ns}/{}", cluster::SECRET),
+        "--operator-namespace",
+        ns,
+        "--workers",
+        "4",
+        "--debounce",
+        "200ms",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
 /// Objects per zone of the cost curve's points (`--scale`); 3,500 is the zone maximum.
 const SCALE_PER_ZONE: [usize; 3] = [35, 350, 3500];
 
@@ -592,28 +618,8 @@ async fn run_scenario(ctx: &Ctx, plan: &Plan) -> Result<Scenario> {
         &plan.sim_args(),
         &ctx.logs.join(format!("{slug}-sim.log")),
     )?;
-    let op_args: Vec<String> = [
-        "--kubeconfig",
-        &ctx.cp.kubeconfig_path().display().to_string(),
-        "--namespace",
-        &ns,
-        "--cloudflare-api-url",
-        &sim.base_url(),
-        "--default-credentials-secret",
-        &format!("{ns}/{}", cluster::SECRET),
-        // Declared zones, the default mode: one CloudflareZone per zone, made above.
-        "--operator-namespace",
-        &ns,
-        "--resync-interval",
-        "1h",
-        "--workers",
-        "4",
-        "--debounce",
-        "200ms",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    // Declared zones, the default mode: one CloudflareZone per zone, made above.
+    let op_args = operator_args(ctx, &ns, &sim, &["--resync-interval", "1h"]);
 
     // Apply: operator start → all Ready.
     let s0 = sim.stats().await?;
