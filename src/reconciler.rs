@@ -259,13 +259,14 @@ pub async fn reconcile_zone(ctx: &Context, zone: &str, refresh: bool) -> ZoneOut
     if !plan.is_noop() && !still_leading(ctx).await {
         return lost_lease(ctx);
     }
-    let (recorded, unrecorded) = record(ctx, &members, &plan).await;
-    kube_ok &= unrecorded.is_empty();
+    let records = record(ctx, &members, &plan).await;
+    kube_ok &= records.failed.is_empty() && records.stale.is_empty();
     let mut results = WriteResults {
-        recorded,
+        recorded: records.recorded,
+        stale: records.stale,
         ..Default::default()
     };
-    let retry_after = write(ctx, zone, &members, &plan, &unrecorded, &mut results).await;
+    let retry_after = write(ctx, zone, &members, &plan, &records.failed, &mut results).await;
     if results.lease_lost {
         return lost_lease(ctx);
     }
@@ -283,7 +284,7 @@ pub async fn reconcile_zone(ctx: &Context, zone: &str, refresh: bool) -> ZoneOut
         remote: state.remote.as_ref().unwrap_or(&no_remote),
         catalog: snapshot.catalog.as_ref(),
     };
-    kube_ok &= publish(ctx, zone, &members, &judgements, seen).await;
+    kube_ok &= publish(ctx, zone, &members, &judgements, &records.versions, seen).await;
     if let Some(decl) = &declaration {
         // Counted from what each object owns after this reconcile's writes, so a create shows
         // as managed in the same status write.
@@ -526,7 +527,7 @@ async fn release_forced(ctx: &Context, members: Vec<Member>) -> (Vec<Member>, bo
         .iter()
         .filter(|m| m.obj.has_finalizer())
         .map(|m| async move {
-            if !remove_finalizer(ctx, &m.obj).await {
+            if !remove_finalizer(ctx, &m.obj, m.obj.resource_version().as_deref()).await {
                 return false;
             }
             let kept: Vec<Entry> = ownership::owned(&m.obj).into_iter().collect();
@@ -702,13 +703,24 @@ fn terminal_of(ctx: &Context, m: &Member) -> Option<Problem> {
     )
 }
 
+/// What the record phase achieved.
+#[derive(Default)]
+struct Records {
+    /// Objects whose write-ahead intent is durably recorded.
+    recorded: HashSet<ObjectKey>,
+    /// Objects whose patch failed: no Cloudflare write for them this time.
+    failed: HashSet<ObjectKey>,
+    /// Objects that changed since the cache showed them: nothing is decided for them until
+    /// the cache shows the change.
+    stale: HashSet<ObjectKey>,
+    /// The version each patch produced, the base of this reconcile's later record writes.
+    versions: HashMap<ObjectKey, String>,
+}
+
 /// (kube) Adds the finalizer and records write-ahead intents, one patch per object that needs
-/// either; returns the objects whose intent is recorded and those whose patch failed.
-async fn record(
-    ctx: &Context,
-    members: &[Member],
-    plan: &ZonePlan,
-) -> (HashSet<ObjectKey>, HashSet<ObjectKey>) {
+/// either. Each patch is conditional on the version the plan was made from, so a record
+/// computed from a stale copy never replaces a newer one.
+async fn record(ctx: &Context, members: &[Member], plan: &ZonePlan) -> Records {
     let intents: HashMap<&ObjectKey, &Entry> = plan
         .objects
         .iter()
@@ -725,24 +737,32 @@ async fn record(
             let mut entries = ownership::recorded(&m.obj);
             entries.extend(intent.cloned());
             Some(async move {
-                let ok = apply_metadata(ctx, &m.obj, true, &entries, "finalizer").await;
-                (m.key.clone(), intent.is_some(), ok)
+                let base = m.obj.resource_version();
+                let wrote =
+                    apply_metadata(ctx, &m.obj, base.as_deref(), true, &entries, "finalizer").await;
+                (m.key.clone(), intent.is_some(), wrote)
             })
         });
-    let mut recorded = HashSet::new();
-    let mut failed = HashSet::new();
-    for (key, had_intent, ok) in bounded(patches, ctx.settings.kube_concurrency).await {
-        match (ok, had_intent) {
-            (true, true) => {
-                recorded.insert(key);
+    let mut out = Records::default();
+    for (key, had_intent, wrote) in bounded(patches, ctx.settings.kube_concurrency).await {
+        match wrote {
+            Wrote::Done(version) => {
+                if had_intent {
+                    out.recorded.insert(key.clone());
+                }
+                if let Some(v) = version {
+                    out.versions.insert(key, v);
+                }
             }
-            (true, false) => {}
-            (false, _) => {
-                failed.insert(key);
+            Wrote::Stale => {
+                out.stale.insert(key);
+            }
+            Wrote::Failed => {
+                out.failed.insert(key);
             }
         }
     }
-    (recorded, failed)
+    out
 }
 
 /// One remote write planned for an object.
@@ -761,8 +781,10 @@ impl Write {
 }
 
 /// (cloudflare) Deletes released entries, then upserts, in batches per credential; fills
-/// `results` and returns the longest Retry-After seen. An object without its finalizer or
-/// intent recorded (`unrecorded`), or whose release failed, gets no upsert.
+/// `results` and returns the longest Retry-After seen. An object whose finalizer and intent
+/// could not be recorded (`unrecorded`), or that changed since it was read, gets no write at
+/// all (an IP move keeps its old entry until the new one can be written); one whose release
+/// failed gets no upsert.
 async fn write(
     ctx: &Context,
     zone: &str,
@@ -774,10 +796,23 @@ async fn write(
     let creds: HashMap<&ObjectKey, &Result<Resolved, Problem>> =
         members.iter().map(|m| (&m.key, &m.cred)).collect();
     let mut retry_after = None;
-    let deletes: Vec<(ObjectKey, Write)> = plan
-        .deletes()
-        .map(|(k, ip)| (k.clone(), Write::Delete(ip.to_string())))
-        .collect();
+    let not_recorded = || Problem::KubernetesWriteFailed {
+        what: "the finalizer and ownership record",
+        why: "the patch was refused or failed".into(),
+    };
+    let mut deletes: Vec<(ObjectKey, Write)> = Vec::new();
+    for (k, ip) in plan.deletes() {
+        if results.stale.contains(k) {
+            continue;
+        }
+        if unrecorded.contains(k) {
+            results
+                .deletes
+                .insert((k.clone(), ip.to_string()), Err(not_recorded()));
+            continue;
+        }
+        deletes.push((k.clone(), Write::Delete(ip.to_string())));
+    }
     for ((key, w), r) in run_writes(
         ctx,
         zone,
@@ -798,15 +833,11 @@ async fn write(
         .collect();
     let mut upserts = Vec::new();
     for (key, input, _) in plan.upserts() {
-        if release_failed.contains(key) {
+        if release_failed.contains(key) || results.stale.contains(key) {
             continue;
         }
         if unrecorded.contains(key) {
-            let p = Problem::KubernetesWriteFailed {
-                what: "the finalizer and ownership record",
-                why: "the patch was refused or failed".into(),
-            };
-            results.upserts.insert(key.clone(), Err(p));
+            results.upserts.insert(key.clone(), Err(not_recorded()));
             continue;
         }
         upserts.push((key.clone(), Write::Upsert(input.clone())));
@@ -1061,13 +1092,20 @@ async fn publish(
     zone: &str,
     members: &[Member],
     judgements: &[Judgement],
+    versions: &HashMap<ObjectKey, String>,
     seen: Seen<'_>,
 ) -> bool {
     let by_key: HashMap<&ObjectKey, &Member> = members.iter().map(|m| (&m.key, m)).collect();
     let now = Time(jiff::Timestamp::now());
-    let writes = judgements
-        .iter()
-        .map(|j| publish_one(ctx, zone, &by_key[&j.key].obj, j, seen, &now));
+    let writes = judgements.iter().map(|j| {
+        let o = &by_key[&j.key].obj;
+        // Writes are conditional on the version this reconcile last produced (or read).
+        let base = versions
+            .get(&j.key)
+            .cloned()
+            .or_else(|| o.resource_version());
+        publish_one(ctx, zone, o, base, j, seen, &now)
+    });
     bounded(writes, ctx.settings.kube_concurrency)
         .await
         .into_iter()
@@ -1078,6 +1116,7 @@ async fn publish_one(
     ctx: &Context,
     zone: &str,
     o: &OriginCloudRegionMapping,
+    mut base: Option<String>,
     j: &Judgement,
     seen: Seen<'_>,
     now: &Time,
@@ -1086,7 +1125,7 @@ async fn publish_one(
         if !o.has_finalizer() {
             return true;
         }
-        if !remove_finalizer(ctx, o).await {
+        if !remove_finalizer(ctx, o, base.as_deref()).await {
             return false;
         }
         if let Some(note) = status::finalize_note(j) {
@@ -1096,8 +1135,12 @@ async fn publish_one(
     }
     let mut note = None;
     if let Some((new, n)) = status::render(o, zone, j, seen, now) {
-        if o.status.as_ref() != Some(&new) && !write_status(ctx, o, &new).await {
-            return false;
+        if o.status.as_ref() != Some(&new) {
+            match write_status(ctx, o, base.as_deref(), &new).await {
+                Wrote::Done(Some(v)) => base = Some(v),
+                Wrote::Done(None) => return true,
+                Wrote::Stale | Wrote::Failed => return false,
+            }
         }
         note = n;
     }
@@ -1105,7 +1148,8 @@ async fn publish_one(
         // The apply owns the finalizer too: a live object keeps it even when the cached copy
         // predates this reconcile's record patch that added it (omitting it would remove it).
         let finalizer = o.metadata.deletion_timestamp.is_none() || o.has_finalizer();
-        if !apply_metadata(ctx, o, finalizer, &entries, "record").await {
+        let wrote = apply_metadata(ctx, o, base.as_deref(), finalizer, &entries, "record").await;
+        if !matches!(wrote, Wrote::Done(_)) {
             return false;
         }
     }
@@ -1156,7 +1200,8 @@ async fn fail_zone(
         remote: &snap.remote,
         catalog: None,
     };
-    let kube_ok = publish(ctx, zone, members, &judgements, seen).await && kube_ok;
+    let versions = HashMap::new();
+    let kube_ok = publish(ctx, zone, members, &judgements, &versions, seen).await && kube_ok;
     // A permanent error (a wrong zone id) is retried only at resync or on a change.
     let transient = problem.action() == Action::Retry || !kube_ok;
     next_run(
@@ -1217,54 +1262,72 @@ fn next_run(
     }
 }
 
-/// Records a successful write of ours (its metric, and the version it replaced so a stale
-/// cache is noticed); always true.
+/// Records a successful write of ours: its metric, and the version it produced, so a cache
+/// that has not shown it yet is noticed.
 fn noted(
     ctx: &Context,
     o: &OriginCloudRegionMapping,
     after: &OriginCloudRegionMapping,
     kind: &'static str,
-) -> bool {
+) {
     ctx.metrics.kube_write(kind);
     ctx.zones.note_write(
         &o.uid().unwrap_or_default(),
         o.resource_version(),
         after.resource_version(),
     );
-    true
 }
 
-/// Writes a status by server-side apply; true when written (or the object is gone).
+/// What one write of ours to an object came to.
+enum Wrote {
+    /// Written (or, for a status, the object is gone: `None`); the version it produced.
+    Done(Option<String>),
+    /// Refused because the object changed since the version the write was computed from.
+    Stale,
+    /// Failed otherwise (refused, or the apiserver unreachable).
+    Failed,
+}
+
+/// Writes a status by server-side apply, only if the object is still at version `base` (when
+/// given): the status records the applied entry, and one computed from a stale copy would
+/// also hand the prune that follows a version it never saw.
 async fn write_status(
     ctx: &Context,
     o: &OriginCloudRegionMapping,
+    base: Option<&str>,
     status: &crate::crd::OriginCloudRegionMappingStatus,
-) -> bool {
-    apply(ctx, o, true, apply_body("status", json!(status)), "status").await
+) -> Wrote {
+    let mut body = apply_body("status", json!(status));
+    if let Some(v) = base {
+        body["metadata"] = json!({ "resourceVersion": v });
+    }
+    apply(ctx, o, true, body, "status").await
 }
 
-/// Applies the operator's metadata: its finalizer (when `finalizer`) and the ownership record.
-/// `kind` names the write in metrics. True when written.
+/// Applies the operator's metadata: its finalizer (when `finalizer`) and the ownership record,
+/// only if the object is still at version `base` (when given). `kind` names the write in
+/// metrics.
 async fn apply_metadata(
     ctx: &Context,
     o: &OriginCloudRegionMapping,
+    base: Option<&str>,
     finalizer: bool,
     entries: &BTreeSet<Entry>,
     kind: &'static str,
-) -> bool {
+) -> Wrote {
     let finalizers: &[&str] = if finalizer { &[FINALIZER] } else { &[] };
-    apply(ctx, o, false, metadata_body(o, finalizers, entries), kind).await
+    let body = metadata_body(o, base, finalizers, entries);
+    apply(ctx, o, false, body, kind).await
 }
 
-/// One server-side apply of ours, to the object or its status; true when written, or when a
-/// status write finds the object gone.
+/// One server-side apply of ours, to the object or its status.
 async fn apply(
     ctx: &Context,
     o: &OriginCloudRegionMapping,
     status: bool,
     body: serde_json::Value,
     kind: &'static str,
-) -> bool {
+) -> Wrote {
     let api = api_of(ctx, o);
     let params = PatchParams::apply(MANAGER).force();
     let patch = Patch::Apply(&body);
@@ -1274,24 +1337,33 @@ async fn apply(
         api.patch(&o.name_any(), &params, &patch).await
     };
     match applied {
-        Ok(after) => noted(ctx, o, &after, kind),
-        Err(e) if status && is_not_found(&e) => true,
+        Ok(after) => {
+            noted(ctx, o, &after, kind);
+            Wrote::Done(after.resource_version())
+        }
+        Err(e) if status && is_not_found(&e) => Wrote::Done(None),
+        Err(e) if is_conflict(&e) => {
+            tracing::info!(object = %ObjectKey::of(o), write = kind, "the object changed since it was read; planning it again");
+            Wrote::Stale
+        }
         Err(e) => {
             tracing::warn!(object = %ObjectKey::of(o), error = %e, write = kind, "writing to Kubernetes failed; retrying");
-            false
+            Wrote::Failed
         }
     }
 }
 
-/// Removes the operator's finalizer (and its record); true when released or already gone.
+/// Removes the operator's finalizer (and its record) if the object is still at version `base`;
+/// true when released or already gone.
 ///
 /// The apply names the object's UID: an apply for an object that is already gone would
 /// otherwise be taken as a create (and fail on the required spec), and a same-named object
-/// created since must never be touched.
-async fn remove_finalizer(ctx: &Context, o: &OriginCloudRegionMapping) -> bool {
+/// created since must never be touched. The version guard matters as much: a release decided
+/// on a copy that predates an intent recorded since would forget an entry we wrote.
+async fn remove_finalizer(ctx: &Context, o: &OriginCloudRegionMapping, base: Option<&str>) -> bool {
     let api = api_of(ctx, o);
     let name = o.name_any();
-    let patch = metadata_body(o, &[], &BTreeSet::new());
+    let patch = metadata_body(o, base, &[], &BTreeSet::new());
     let applied = api
         .patch(
             &name,
@@ -1325,8 +1397,13 @@ async fn remove_finalizer(ctx: &Context, o: &OriginCloudRegionMapping) -> bool {
             ctx.metrics.kube_write("finalizer");
             true
         }
-        // Already gone (or replaced by a new object of the same name): nothing to release.
-        Err(e) if is_gone(&e) => true,
+        Err(e) if is_not_found(&e) => true,
+        // Changed since it was read, or replaced by a new object of the same name (the UID
+        // guard): either way the next reconcile decides from a fresher copy.
+        Err(e) if is_conflict(&e) => {
+            tracing::info!(object = %ObjectKey::of(o), "the object changed since it was read; planning its release again");
+            false
+        }
         Err(e) => {
             tracing::warn!(object = %ObjectKey::of(o), error = %e, "removing the finalizer failed; retrying");
             false
@@ -1442,10 +1519,14 @@ fn apply_body(part: &str, value: serde_json::Value) -> serde_json::Value {
 /// fails instead of creating.
 fn metadata_body(
     o: &OriginCloudRegionMapping,
+    base: Option<&str>,
     finalizers: &[&str],
     entries: &BTreeSet<Entry>,
 ) -> serde_json::Value {
     let mut meta = json!({"name": o.name_any(), "uid": o.uid(), "finalizers": finalizers});
+    if let Some(v) = base {
+        meta["resourceVersion"] = json!(v);
+    }
     if !entries.is_empty() {
         meta["annotations"] = json!({ ENTRIES_ANNOTATION: ownership::format_entries(entries) });
     }
@@ -1456,7 +1537,8 @@ fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
-/// 404, or 409 from a UID precondition: the object this write was for no longer exists.
-fn is_gone(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 404 || s.code == 409)
+/// 409: a precondition failed (the object changed since the version named, or its UID is not
+/// the one named).
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
 }

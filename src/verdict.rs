@@ -19,6 +19,9 @@ pub struct WriteResults {
     pub upserts: HashMap<ObjectKey, Result<(), Problem>>,
     /// The Lease was found lost before a batch: nothing after it was written.
     pub lease_lost: bool,
+    /// Objects that changed since the plan's copy was read: no write was made for them and
+    /// nothing may be decided from that copy.
+    pub stale: HashSet<ObjectKey>,
 }
 
 /// The final word on one object after the writes.
@@ -72,6 +75,16 @@ pub fn judge(
     results: &WriteResults,
 ) -> Judgement {
     let key = &view.key;
+    if results.stale.contains(key) {
+        return Judgement {
+            key: key.clone(),
+            verdict: Verdict::Untouched,
+            applied: view.applied.clone(),
+            owned: view.owned.clone(),
+            record: view.recorded.clone(),
+            wake: None,
+        };
+    }
     let mut released: Vec<(&Release, Entry)> = Vec::new();
     let mut failure: Option<(String, Problem)> = None;
     for r in &plan.releases {
@@ -376,6 +389,30 @@ mod tests {
         assert!(
             !needs_retry([&j]),
             "the other zone's release wakes this one"
+        );
+    }
+
+    #[test]
+    fn an_object_changed_since_it_was_read_is_left_as_it_is() {
+        // Its release was planned from the old copy, but the copy was stale: nothing was
+        // written, so nothing leaves what it owns and nothing is published.
+        let v = view("192.0.2.2", &[(Z, "192.0.2.1")]);
+        let p = plan(
+            vec![Release::Delete("192.0.2.1".into())],
+            Some(Entry::new(Z, "192.0.2.2")),
+            upsert("192.0.2.2"),
+        );
+        let results = WriteResults {
+            stale: [key()].into_iter().collect(),
+            ..Default::default()
+        };
+        let j = judge(Z, &v, &p, &results);
+        assert_eq!(j.verdict, Verdict::Untouched);
+        assert_eq!(j.owned, v.owned);
+        assert_eq!(record_to_prune(&j.record, &j.owned), None);
+        assert!(
+            !needs_retry([&j]),
+            "the zone retries through its failed record write"
         );
     }
 

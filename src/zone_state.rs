@@ -157,19 +157,40 @@ impl ZoneStates {
         }
     }
 
-    /// Whether the cached object is a version one of our writes already replaced; forgets
-    /// the record once the cache shows anything else.
+    /// Whether the cached object is older than our latest write to it; forgets the record once
+    /// the cache has caught up.
+    ///
+    /// Versions are compared as Kubernetes defines it (comparable resource versions, stable
+    /// since 1.35): a cache can show a version that none of our writes replaced and that is
+    /// still older than our last write (another client's change we have not seen yet, made
+    /// after we read the object and before we wrote it), and planning on it would undo our
+    /// write. When a server's versions are not comparable, the versions our writes replaced
+    /// are all we can recognise.
     pub fn cache_is_behind(&self, uid: &str, cached: Option<String>) -> bool {
         let mut written = self.written.lock().expect("writes lock");
-        match (written.get(uid), cached) {
-            (Some(w), Some(v)) if w.superseded.contains(&v) => true,
-            (Some(_), _) => {
-                written.remove(uid);
-                false
-            }
-            (None, _) => false,
+        let Some(w) = written.get(uid) else {
+            return false;
+        };
+        let behind = match &cached {
+            Some(v) => match compare_versions(v, &w.last) {
+                Some(order) => order == std::cmp::Ordering::Less,
+                None => w.superseded.contains(v),
+            },
+            None => false,
+        };
+        if !behind {
+            written.remove(uid);
         }
+        behind
     }
+}
+
+/// Orders two resource versions of one resource the way Kubernetes defines it: both must be
+/// positive decimal integers without leading zeros (of any length); `None` otherwise.
+pub fn compare_versions(a: &str, b: &str) -> Option<std::cmp::Ordering> {
+    let valid =
+        |v: &str| !v.is_empty() && !v.starts_with('0') && v.bytes().all(|c| c.is_ascii_digit());
+    (valid(a) && valid(b)).then(|| a.len().cmp(&b.len()).then_with(|| a.cmp(b)))
 }
 
 /// Longest server-requested wait honoured (Cloudflare's rate-limit window is 5 minutes); a
@@ -225,6 +246,51 @@ mod tests {
         assert!(s.cache_is_behind("w", Some("1".into())));
         assert!(s.cache_is_behind("w", Some("2".into())));
         assert!(!s.cache_is_behind("w", Some("3".into())));
+    }
+
+    #[test]
+    fn a_version_older_than_our_write_is_behind_even_if_no_write_of_ours_replaced_it() {
+        // We read version 10 and wrote 12; meanwhile another client made 11 (a deletion, say).
+        // A cache showing 11 has not seen our write: planning on it would drop what we wrote.
+        let s = ZoneStates::default();
+        s.note_write("u", Some("10".into()), Some("12".into()));
+        assert!(s.cache_is_behind("u", Some("11".into())));
+        assert!(s.cache_is_behind("u", Some("9".into())));
+        assert!(!s.cache_is_behind("u", Some("13".into())));
+        assert!(
+            !s.cache_is_behind("u", Some("11".into())),
+            "forgotten once caught up"
+        );
+        // Longer is newer, whatever the digits.
+        s.note_write("v", Some("99".into()), Some("100".into()));
+        assert!(s.cache_is_behind("v", Some("99".into())));
+        assert!(!s.cache_is_behind("v", Some("100".into())));
+        // Versions that are not comparable fall back to the ones our writes replaced.
+        s.note_write("w", Some("a".into()), Some("c".into()));
+        assert!(s.cache_is_behind("w", Some("a".into())));
+        assert!(!s.cache_is_behind("w", Some("b".into())));
+    }
+
+    #[test]
+    fn versions_compare_as_kubernetes_defines() {
+        use std::cmp::Ordering::*;
+        assert_eq!(compare_versions("9", "10"), Some(Less));
+        assert_eq!(compare_versions("123", "123"), Some(Equal));
+        assert_eq!(compare_versions("124", "123"), Some(Greater));
+        for bad in ["", "0", "012", "12a", "-1", " 1"] {
+            assert_eq!(compare_versions(bad, "1"), None, "{bad:?}");
+            assert_eq!(compare_versions("1", bad), None, "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn version_order_is_the_integer_order(a in 1u128.., b in 1u128..) {
+            proptest::prop_assert_eq!(
+                compare_versions(&a.to_string(), &b.to_string()),
+                Some(a.cmp(&b))
+            );
+        }
     }
 
     #[test]

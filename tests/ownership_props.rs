@@ -1,7 +1,10 @@
 //! Property tests of the ownership rules: random sequences of spec edits (valid and invalid),
 //! credential failures, lost responses, failed writes, refused Kubernetes writes and crashes,
 //! played through a model of the reconcile built from the operator's own pure phases
-//! (planner → records → writes → verdicts → publish). Two properties:
+//! (planner → records → writes → verdicts → publish), on a cache that may lag any number of
+//! versions behind other clients' changes but never behind the operator's own last write
+//! (it waits for that; a restarted or newly elected process starts from a fresh list), with
+//! every write to an object conditional on the version it was computed from. Two properties:
 //! - no plan ever deletes an entry whose owner still exists and names it;
 //! - once every object is deleted (and faults end), nothing the operator ever wrote remains,
 //!   and no object is left hanging on its finalizer.
@@ -50,7 +53,8 @@ enum Op {
     Edit(usize, Spec),
     Delete(usize),
     BreakCredential(usize, bool),
-    Reconcile(usize, Fault),
+    /// Reconcile a zone on a cache that lags this many versions behind each object.
+    Reconcile(usize, Fault, usize),
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +65,8 @@ struct Obj {
     cred_ok: bool,
     record: BTreeSet<Entry>,
     applied: Option<Entry>,
+    /// Resource version: every write bumps it, from one counter, as etcd does.
+    version: u64,
 }
 
 #[derive(Default)]
@@ -69,6 +75,12 @@ struct World {
     remote: BTreeMap<String, BTreeMap<String, Mapping>>,
     written: BTreeSet<Entry>,
     clock: u32,
+    /// Every version each object has had, oldest first: what a lagging cache may show.
+    history: BTreeMap<usize, Vec<Obj>>,
+    /// Per object, the oldest version the operator's cache may still show: its own last
+    /// write, or what a restarted process listed.
+    floor: BTreeMap<usize, u64>,
+    versions: u64,
 }
 
 fn key(i: usize) -> ObjectKey {
@@ -116,10 +128,39 @@ fn view(i: usize, o: &Obj) -> ObjectView {
 }
 
 impl World {
-    fn reconcile(&mut self, z: usize, fault: Fault) -> Result<(), TestCaseError> {
+    /// Stores a change of object `i` as a new version; `ours` when the operator made it.
+    fn bump(&mut self, i: usize, ours: bool) -> u64 {
+        self.versions += 1;
+        let v = self.versions;
+        let o = self.objects.get_mut(&i).unwrap();
+        o.version = v;
+        self.history.entry(i).or_default().push(o.clone());
+        if ours {
+            self.floor.insert(i, v);
+        }
+        v
+    }
+
+    /// What a cache `lag` versions behind shows of each existing object.
+    fn cached(&self, lag: usize) -> BTreeMap<usize, Obj> {
+        self.objects
+            .keys()
+            .map(|i| {
+                let h = &self.history[i];
+                let floor = self.floor.get(i).copied().unwrap_or(0);
+                let oldest = h.iter().position(|o| o.version >= floor).unwrap_or(0);
+                let mut seen = h[h.len().saturating_sub(1 + lag).max(oldest)].clone();
+                // Credentials live in Secrets, not in the object's versions.
+                seen.cred_ok = self.objects[i].cred_ok;
+                (*i, seen)
+            })
+            .collect()
+    }
+
+    fn reconcile(&mut self, z: usize, fault: Fault, lag: usize) -> Result<(), TestCaseError> {
         let zone = ZONES[z];
-        let members: Vec<usize> = self
-            .objects
+        let cache = self.cached(lag);
+        let members: Vec<usize> = cache
             .iter()
             .filter(|(_, o)| {
                 o.spec.zone == z
@@ -130,7 +171,10 @@ impl World {
             })
             .map(|(i, _)| *i)
             .collect();
-        let views: Vec<ObjectView> = members.iter().map(|i| view(*i, &self.objects[i])).collect();
+        let views: Vec<ObjectView> = members.iter().map(|i| view(*i, &cache[i])).collect();
+        // Each write to an object is conditional on the version this reconcile last saw of it.
+        let mut base: BTreeMap<usize, u64> =
+            members.iter().map(|i| (*i, cache[i].version)).collect();
         let remote = self.remote.entry(zone.to_string()).or_default().clone();
         let c = catalog();
         let plan = plan_zone(
@@ -156,20 +200,21 @@ impl World {
                 );
             }
         }
-        // Records (finalizer + intent) before any write.
+        // Records (finalizer + intent) before any write, each from the cached copy's record.
         let mut results = WriteResults::default();
         let mut unrecorded = BTreeSet::new();
         for p in &plan.objects {
             if let Some(intent) = &p.intent {
+                let i = index(&p.key);
                 if matches!(fault, Fault::RecordFails) {
                     unrecorded.insert(p.key.clone());
+                } else if base[&i] != self.objects[&i].version {
+                    results.stale.insert(p.key.clone());
                 } else {
-                    let i = index(&p.key);
-                    self.objects
-                        .get_mut(&i)
-                        .unwrap()
-                        .record
-                        .insert(intent.clone());
+                    let mut record = cache[&i].record.clone();
+                    record.insert(intent.clone());
+                    self.objects.get_mut(&i).unwrap().record = record;
+                    base.insert(i, self.bump(i, true));
                     results.recorded.insert(p.key.clone());
                 }
             }
@@ -188,6 +233,17 @@ impl World {
         };
         let zone_remote = self.remote.get_mut(zone).unwrap();
         for (k, ip) in plan.deletes() {
+            if results.stale.contains(k) {
+                continue;
+            }
+            if unrecorded.contains(k) {
+                let p = Problem::KubernetesWriteFailed {
+                    what: "the record",
+                    why: "fault".into(),
+                };
+                results.deletes.insert((k.clone(), ip.to_string()), Err(p));
+                continue;
+            }
             if applies {
                 zone_remote.remove(ip);
             }
@@ -197,6 +253,7 @@ impl World {
         }
         for (k, input, _) in plan.upserts() {
             if unrecorded.contains(k)
+                || results.stale.contains(k)
                 || results
                     .deletes
                     .iter()
@@ -219,13 +276,18 @@ impl World {
             results.upserts.insert(k.clone(), r(applies && answered));
         }
         if matches!(fault, Fault::Crash) {
+            // The restarted process lists every object afresh.
+            self.floor = self.objects.iter().map(|(i, o)| (*i, o.version)).collect();
             return Ok(());
         }
         for (v, p) in views.iter().zip(&plan.objects) {
             let j = verdict::judge(zone, v, p, &results);
             let i = index(&v.key);
+            let current = |w: &World, i: usize, base: &BTreeMap<usize, u64>| {
+                w.objects.get(&i).is_some_and(|o| o.version == base[&i])
+            };
             if let Verdict::Finalize { .. } = j.verdict {
-                if !matches!(fault, Fault::PublishFails) {
+                if !matches!(fault, Fault::PublishFails) && current(self, i, &base) {
                     self.objects.remove(&i);
                 }
                 continue;
@@ -233,14 +295,22 @@ impl World {
             if matches!(fault, Fault::PublishFails) {
                 continue;
             }
-            let o = self.objects.get_mut(&i).unwrap();
-            if !matches!(j.verdict, Verdict::Untouched) {
-                o.applied = j.applied.clone();
+            // Status writes are conditional too: one from a stale copy would hand the prune
+            // below a version it never saw.
+            if !matches!(j.verdict, Verdict::Untouched) && cache[&i].applied != j.applied {
+                if !current(self, i, &base) {
+                    continue;
+                }
+                self.objects.get_mut(&i).unwrap().applied = j.applied.clone();
+                base.insert(i, self.bump(i, true));
             }
             // The prune starts from what the reconcile itself computes as the record now, as
             // the operator does, so a wrong base (a stale read) would orphan here too.
             if let Some(rec) = verdict::record_to_prune(&j.record, &j.owned) {
-                o.record = rec;
+                if current(self, i, &base) {
+                    self.objects.get_mut(&i).unwrap().record = rec;
+                    base.insert(i, self.bump(i, true));
+                }
             }
         }
         Ok(())
@@ -260,20 +330,29 @@ impl World {
                             cred_ok: true,
                             record: BTreeSet::new(),
                             applied: None,
+                            version: 0,
                         },
                     );
+                    // A new object starts a new history.
+                    self.history.remove(i);
+                    self.floor.remove(i);
+                    self.bump(*i, false);
                 }
             }
             Op::Edit(i, spec) => {
                 if let Some(o) = self.objects.get_mut(i) {
                     if !o.deleting {
                         o.spec = spec.clone();
+                        self.bump(*i, false);
                     }
                 }
             }
             Op::Delete(i) => {
                 if let Some(o) = self.objects.get_mut(i) {
-                    o.deleting = true;
+                    if !o.deleting {
+                        o.deleting = true;
+                        self.bump(*i, false);
+                    }
                 }
             }
             Op::BreakCredential(i, broken) => {
@@ -281,7 +360,7 @@ impl World {
                     o.cred_ok = !broken;
                 }
             }
-            Op::Reconcile(z, fault) => self.reconcile(*z, *fault)?,
+            Op::Reconcile(z, fault, lag) => self.reconcile(*z, *fault, *lag)?,
         }
         Ok(())
     }
@@ -317,7 +396,8 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0usize..3, spec()).prop_map(|(i, s)| Op::Edit(i, s)),
         1 => (0usize..3).prop_map(Op::Delete),
         1 => (0usize..3, any::<bool>()).prop_map(|(i, b)| Op::BreakCredential(i, b)),
-        6 => (0usize..2, fault()).prop_map(|(z, f)| Op::Reconcile(z, f)),
+        6 => (0usize..2, fault(), prop_oneof![3 => Just(0usize), 1 => 1usize..4])
+            .prop_map(|(z, f, lag)| Op::Reconcile(z, f, lag)),
     ]
 }
 
@@ -338,7 +418,7 @@ proptest! {
         }
         for _ in 0..6 {
             for z in 0..ZONES.len() {
-                w.reconcile(z, Fault::None)?;
+                w.reconcile(z, Fault::None, 0)?;
             }
         }
         prop_assert!(w.objects.is_empty(), "objects left hanging: {:?}", w.objects);

@@ -106,6 +106,13 @@ struct Args {
     /// timeout (flags given explicitly still win). Up to an hour.
     #[arg(long, conflicts_with = "ci")]
     scale: bool,
+    /// Objects per zone of the cost curve's points with --scale (e.g. 3500 for the 35,000
+    /// point alone, to profile it).
+    #[arg(long, value_delimiter = ',', default_values_t = SCALE_PER_ZONE)]
+    scale_points: Vec<usize>,
+    /// With --scale, skip the budget scenario.
+    #[arg(long)]
+    skip_budget: bool,
     /// Run the budget scenario (--scale does).
     #[arg(long)]
     budget: bool,
@@ -210,7 +217,7 @@ impl Args {
             if defaulted("timeout_secs") {
                 args.timeout_secs = 1800;
             }
-            args.budget = true;
+            args.budget = !args.skip_budget;
         }
         if args.budget_only {
             args.budget = true;
@@ -228,7 +235,7 @@ impl Args {
         if self.scale {
             // The cost curve: N = zones × 35 / 350 / 3,500 in the same zones' shape.
             for p in &self.profiles {
-                for per_zone in SCALE_PER_ZONE {
+                for &per_zone in &self.scale_points {
                     let (latency_ms, rate_limit) = match p {
                         Profile::Fast => (0, None),
                         Profile::Slow => (self.latency_ms, Some(self.rate_limit.clone())),
