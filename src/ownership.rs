@@ -43,6 +43,104 @@ impl fmt::Display for Entry {
     }
 }
 
+/// A small set of entries (an object owns one, two during a move): a sorted vector, because
+/// the planner and the verdicts hold several per object for every object of a zone at once,
+/// and a B-tree set allocates a whole node (about half a kilobyte) even for one entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Entries(Vec<Entry>);
+
+impl Entries {
+    /// No entries.
+    pub fn new() -> Entries {
+        Entries(Vec::new())
+    }
+
+    /// Whether `e` is in the set.
+    pub fn contains(&self, e: &Entry) -> bool {
+        self.0.binary_search(e).is_ok()
+    }
+
+    /// Adds `e`; false when it was already there.
+    pub fn insert(&mut self, e: Entry) -> bool {
+        match self.0.binary_search(&e) {
+            Ok(_) => false,
+            Err(at) => {
+                self.0.insert(at, e);
+                true
+            }
+        }
+    }
+
+    /// Removes `e`; false when it was not there.
+    pub fn remove(&mut self, e: &Entry) -> bool {
+        match self.0.binary_search(e) {
+            Ok(at) => {
+                self.0.remove(at);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The entries, in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Entry> {
+        self.0.iter()
+    }
+
+    /// How many entries.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Removes every entry.
+    pub fn clear(&mut self) {
+        self.0.clear()
+    }
+
+    /// The entries also in `other`, in order.
+    pub fn intersection<'a>(&'a self, other: &'a Entries) -> impl Iterator<Item = &'a Entry> {
+        self.0.iter().filter(|e| other.contains(e))
+    }
+}
+
+impl FromIterator<Entry> for Entries {
+    fn from_iter<I: IntoIterator<Item = Entry>>(iter: I) -> Entries {
+        let mut v: Vec<Entry> = iter.into_iter().collect();
+        v.sort();
+        v.dedup();
+        Entries(v)
+    }
+}
+
+impl Extend<Entry> for Entries {
+    fn extend<I: IntoIterator<Item = Entry>>(&mut self, iter: I) {
+        for e in iter {
+            self.insert(e);
+        }
+    }
+}
+
+impl IntoIterator for Entries {
+    type Item = Entry;
+    type IntoIter = std::vec::IntoIter<Entry>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Entries {
+    type Item = &'a Entry;
+    type IntoIter = std::slice::Iter<'a, Entry>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
 /// A namespaced object's identity, used as the key of every per-object record.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct ObjectKey {
@@ -70,7 +168,7 @@ impl fmt::Display for ObjectKey {
 
 /// Parses the annotation's value; tokens that are not `zone/ip` with a 32-hex zone and a
 /// valid IP are ignored (a hand-edited annotation must not make the operator delete text).
-pub fn parse_entries(value: &str) -> BTreeSet<Entry> {
+pub fn parse_entries(value: &str) -> Entries {
     value
         .split_whitespace()
         .filter_map(|token| {
@@ -83,7 +181,7 @@ pub fn parse_entries(value: &str) -> BTreeSet<Entry> {
 }
 
 /// Renders entries as the annotation's value (sorted, so equal sets give equal text).
-pub fn format_entries(entries: &BTreeSet<Entry>) -> String {
+pub fn format_entries(entries: &Entries) -> String {
     entries
         .iter()
         .map(Entry::to_string)
@@ -92,7 +190,7 @@ pub fn format_entries(entries: &BTreeSet<Entry>) -> String {
 }
 
 /// Entries recorded in the object's annotation (write-ahead intents not yet released).
-pub fn recorded(o: &OriginCloudRegionMapping) -> BTreeSet<Entry> {
+pub fn recorded(o: &OriginCloudRegionMapping) -> Entries {
     o.metadata
         .annotations
         .as_ref()
@@ -108,7 +206,7 @@ pub fn applied(o: &OriginCloudRegionMapping) -> Option<Entry> {
 }
 
 /// Everything the object owns: applied ∪ recorded.
-pub fn owned(o: &OriginCloudRegionMapping) -> BTreeSet<Entry> {
+pub fn owned(o: &OriginCloudRegionMapping) -> Entries {
     let mut set = recorded(o);
     set.extend(applied(o));
     set
@@ -125,9 +223,27 @@ mod tests {
 
     const Z: &str = "023e105f4ecef8ad9ca31a8372d0c353";
 
+    proptest::proptest! {
+        #[test]
+        fn entries_behave_as_a_set(ops in proptest::collection::vec((0u8..6, proptest::bool::ANY), 0..40)) {
+            let entry = |i: u8| Entry::new(Z, format!("192.0.2.{i}"));
+            let mut ours = Entries::new();
+            let mut model = std::collections::BTreeSet::new();
+            for (i, add) in ops {
+                if add {
+                    proptest::prop_assert_eq!(ours.insert(entry(i)), model.insert(entry(i)));
+                } else {
+                    proptest::prop_assert_eq!(ours.remove(&entry(i)), model.remove(&entry(i)));
+                }
+                proptest::prop_assert!(ours.iter().eq(model.iter()));
+                proptest::prop_assert_eq!(ours.contains(&entry(0)), model.contains(&entry(0)));
+            }
+        }
+    }
+
     #[test]
     fn entries_round_trip_and_garbage_is_ignored() {
-        let set: BTreeSet<Entry> = [Entry::new(Z, "192.0.2.1"), Entry::new(Z, "2001:db8::1")]
+        let set: Entries = [Entry::new(Z, "192.0.2.1"), Entry::new(Z, "2001:db8::1")]
             .into_iter()
             .collect();
         assert_eq!(parse_entries(&format_entries(&set)), set);

@@ -23,10 +23,10 @@
 //! - A zone known to be full (Cloudflare answered 1164 at some size) gets no create beyond the
 //!   room the plan's own deletes leave; updates of existing entries still go through.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use crate::error::Problem;
-use crate::ownership::{Entry, ObjectKey};
+use crate::ownership::{Entries, Entry, ObjectKey};
 use crate::wire::{Mapping, MappingInput, SupportedRegions};
 
 /// What the planner needs to know about one object.
@@ -49,11 +49,11 @@ pub struct ObjectView {
     /// Remote entries are left in place when released (policy Orphan or force-orphan).
     pub orphan: bool,
     /// Every entry the object owns, in any zone (applied ∪ recorded intent).
-    pub owned: BTreeSet<Entry>,
+    pub owned: Entries,
     /// The entry confirmed applied (status), one of `owned`.
     pub applied: Option<Entry>,
     /// The write-ahead record (annotation) as the object holds it, part of `owned`.
-    pub recorded: BTreeSet<Entry>,
+    pub recorded: Entries,
     /// Ready=True for the current generation, with the applied entry equal to the claim.
     pub was_ready: bool,
     /// A problem found before planning (credentials, remembered terminal error).
@@ -478,9 +478,9 @@ mod tests {
             region: region.into(),
             deleting: false,
             orphan: false,
-            owned: BTreeSet::new(),
+            owned: Entries::new(),
             applied: None,
-            recorded: BTreeSet::new(),
+            recorded: Entries::new(),
             was_ready: false,
             blocked: None,
             generated: false,

@@ -13,7 +13,7 @@
 //! Every decision lives in the pure modules (planner, verdict, status); this file only moves
 //! data between them and the two APIs, so a failure of any write is retried with backoff.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,7 +33,7 @@ use crate::crd::{DeletionPolicy, OriginCloudRegionMapping, FINALIZER};
 use crate::credentials::{CredentialSource, Resolved};
 use crate::error::{Action, Problem};
 use crate::metrics::Metrics;
-use crate::ownership::{self, Entry, ObjectKey, ENTRIES_ANNOTATION};
+use crate::ownership::{self, Entries, Entry, ObjectKey, ENTRIES_ANNOTATION};
 use crate::planner::{plan_zone, ObjectView, ZoneFacts, ZonePlan};
 use crate::status::{self, Note, Seen};
 use crate::verdict::{self, Judgement, Verdict, WriteResults};
@@ -538,8 +538,8 @@ async fn release_forced(ctx: &Context, members: Vec<Member>) -> (Vec<Member>, bo
                     kept,
                 },
                 applied: None,
-                owned: BTreeSet::new(),
-                record: BTreeSet::new(),
+                owned: Entries::new(),
+                record: Entries::new(),
                 wake: None,
             };
             if let Some(note) = status::finalize_note(&j) {
@@ -1312,7 +1312,7 @@ async fn apply_metadata(
     o: &OriginCloudRegionMapping,
     base: Option<&str>,
     finalizer: bool,
-    entries: &BTreeSet<Entry>,
+    entries: &Entries,
     kind: &'static str,
 ) -> Wrote {
     let finalizers: &[&str] = if finalizer { &[FINALIZER] } else { &[] };
@@ -1363,7 +1363,7 @@ async fn apply(
 async fn remove_finalizer(ctx: &Context, o: &OriginCloudRegionMapping, base: Option<&str>) -> bool {
     let api = api_of(ctx, o);
     let name = o.name_any();
-    let patch = metadata_body(o, base, &[], &BTreeSet::new());
+    let patch = metadata_body(o, base, &[], &Entries::new());
     let applied = api
         .patch(
             &name,
@@ -1521,7 +1521,7 @@ fn metadata_body(
     o: &OriginCloudRegionMapping,
     base: Option<&str>,
     finalizers: &[&str],
-    entries: &BTreeSet<Entry>,
+    entries: &Entries,
 ) -> serde_json::Value {
     let mut meta = json!({"name": o.name_any(), "uid": o.uid(), "finalizers": finalizers});
     if let Some(v) = base {

@@ -209,8 +209,8 @@ mod tests {
     use super::*;
     use crate::crd::OriginCloudRegionMappingSpec;
     use crate::error::Problem;
+    use crate::ownership::Entries;
     use crate::ownership::{Entry, ObjectKey};
-    use std::collections::BTreeSet;
 
     const Z: &str = "023e105f4ecef8ad9ca31a8372d0c353";
 
@@ -235,8 +235,8 @@ mod tests {
         Judgement {
             key: ObjectKey::default(),
             verdict,
-            owned: applied.iter().cloned().collect::<BTreeSet<_>>(),
-            record: BTreeSet::new(),
+            owned: applied.iter().cloned().collect::<Entries>(),
+            record: Entries::new(),
             applied,
             wake: None,
         }

@@ -2,10 +2,10 @@
 //! and whether it is Ready, blocked, moving or may be released. Pure, so every outcome of
 //! every write result is unit-tested without a server.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use crate::error::{Action, Problem};
-use crate::ownership::{Entry, ObjectKey};
+use crate::ownership::{Entries, Entry, ObjectKey};
 use crate::planner::{ObjectPlan, ObjectView, Release, Step, UpsertKind};
 
 /// Results of one zone reconcile's Kubernetes records and Cloudflare writes.
@@ -59,10 +59,10 @@ pub struct Judgement {
     /// The entry confirmed applied (to write as status zoneId/originIp).
     pub applied: Option<Entry>,
     /// Everything it owns now: the record minus confirmed releases plus recorded intents.
-    pub owned: BTreeSet<Entry>,
+    pub owned: Entries,
     /// The write-ahead record as it stands after this reconcile's record phase (the object's
     /// annotation plus the intent just recorded), which a prune starts from.
-    pub record: BTreeSet<Entry>,
+    pub record: Entries,
     /// Another zone that must run now (a move).
     pub wake: Option<String>,
 }
@@ -200,10 +200,7 @@ pub fn judge(
 /// The record to write back when entries left it: `Some(new record)` only when a confirmed
 /// release must be dropped (never just to add what status already records, so a create costs
 /// no extra write).
-pub fn record_to_prune(
-    recorded: &BTreeSet<Entry>,
-    owned: &BTreeSet<Entry>,
-) -> Option<BTreeSet<Entry>> {
+pub fn record_to_prune(recorded: &Entries, owned: &Entries) -> Option<Entries> {
     let stale = recorded.iter().any(|e| !owned.contains(e));
     stale.then(|| recorded.intersection(owned).cloned().collect())
 }
@@ -232,7 +229,7 @@ mod tests {
     }
 
     fn view(ip: &str, owned: &[(&str, &str)]) -> ObjectView {
-        let owned: BTreeSet<Entry> = owned.iter().map(|(z, i)| Entry::new(*z, *i)).collect();
+        let owned: Entries = owned.iter().map(|(z, i)| Entry::new(*z, *i)).collect();
         ObjectView {
             key: key(),
             created: "1".into(),
@@ -243,7 +240,7 @@ mod tests {
             deleting: false,
             orphan: false,
             applied: owned.iter().next().cloned(),
-            recorded: BTreeSet::new(),
+            recorded: Entries::new(),
             owned,
             was_ready: false,
             blocked: None,
@@ -430,10 +427,10 @@ mod tests {
     fn only_released_entries_are_pruned_from_the_record() {
         let e1 = Entry::new(Z, "192.0.2.1");
         let e2 = Entry::new(Z, "192.0.2.2");
-        let rec: BTreeSet<Entry> = [e1.clone(), e2.clone()].into_iter().collect();
-        let owned: BTreeSet<Entry> = [e2.clone()].into_iter().collect();
+        let rec: Entries = [e1.clone(), e2.clone()].into_iter().collect();
+        let owned: Entries = [e2.clone()].into_iter().collect();
         assert_eq!(record_to_prune(&rec, &owned), Some(owned.clone()));
         assert_eq!(record_to_prune(&owned, &rec), None, "never just to add");
-        assert_eq!(record_to_prune(&BTreeSet::new(), &owned), None);
+        assert_eq!(record_to_prune(&Entries::new(), &owned), None);
     }
 }

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use origin_region_operator::error::Problem;
-use origin_region_operator::ownership::{Entry, ObjectKey};
+use origin_region_operator::ownership::{Entries, Entry, ObjectKey};
 use origin_region_operator::planner::{plan_zone, ObjectView, ZoneFacts};
 use origin_region_operator::verdict::{self, Verdict, WriteResults};
 use origin_region_operator::wire::{Mapping, SupportedRegions};
@@ -63,7 +63,7 @@ struct Obj {
     spec: Spec,
     deleting: bool,
     cred_ok: bool,
-    record: BTreeSet<Entry>,
+    record: Entries,
     applied: Option<Entry>,
     /// Resource version: every write bumps it, from one counter, as etcd does.
     version: u64,
@@ -73,7 +73,7 @@ struct Obj {
 struct World {
     objects: BTreeMap<usize, Obj>,
     remote: BTreeMap<String, BTreeMap<String, Mapping>>,
-    written: BTreeSet<Entry>,
+    written: Entries,
     clock: u32,
     /// Every version each object has had, oldest first: what a lagging cache may show.
     history: BTreeMap<usize, Vec<Obj>>,
@@ -328,7 +328,7 @@ impl World {
                             spec: spec.clone(),
                             deleting: false,
                             cred_ok: true,
-                            record: BTreeSet::new(),
+                            record: Entries::new(),
                             applied: None,
                             version: 0,
                         },
