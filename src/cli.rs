@@ -111,6 +111,10 @@ pub struct RunArgs {
     /// Full re-read of every zone (drift repair) this often.
     #[arg(long, env = "RESYNC_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
     pub resync_interval: Duration,
+    /// How long a zone's supported-regions catalog is trusted; a drift check past it fetches
+    /// the catalog again, a change plans with the one it has.
+    #[arg(long, env = "CATALOG_TTL", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub catalog_ttl: Duration,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,

@@ -67,6 +67,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         debounce: args.debounce,
         settings: Settings {
             resync: args.resync_interval,
+            catalog_ttl: args.catalog_ttl,
             ..Settings::default()
         },
         reporter: identity.clone(),

@@ -427,6 +427,39 @@ async fn a_full_zone_is_not_rewritten_at_resync() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_plans_with_the_catalog_it_has_and_a_drift_check_refreshes_it_past_its_ttl() {
+    let env = Env::new(&[], &["--catalog-ttl", "1s", "--resync-interval", "4s"]).await;
+    env.create(&env.mapping("m", "192.0.2.140", "aws", "us-east-1"))
+        .await;
+    env.wait_ready("m").await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Past the catalog's TTL: an edit is planned with the catalog at hand, so the user's
+    // change never waits behind a catalog call (thousands of zones would queue behind them).
+    env.sim.clear_stats().await;
+    env.patch_spec("m", json!({"region": "us-west-2"})).await;
+    env.wait_ready("m").await;
+    env.wait_remote(&env.zone, "the edit applied", |r| {
+        entry("aws", "us-west-2")(r, "192.0.2.140")
+    })
+    .await;
+    assert_eq!(env.sim.op_total("supported_regions").await, 0);
+    assert_eq!(
+        env.sim.op_total("list").await,
+        0,
+        "a change needs no re-read"
+    );
+    // The next drift check (4 s after that write) re-reads the zone and, the TTL being past,
+    // the catalog with it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while env.sim.op_total("list").await == 0 {
+        assert!(Instant::now() < deadline, "no drift check within 20 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(env.sim.op_total("supported_regions").await >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn room_freed_by_our_delete_is_used_at_once() {
     let env = Env::new(&["--max-mappings", "2"], &[]).await;
     env.create(&env.mapping("a", "192.0.2.140", "aws", "us-east-1"))
