@@ -1297,10 +1297,7 @@ async fn write_status(
     base: Option<&str>,
     status: &crate::crd::OriginCloudRegionMappingStatus,
 ) -> Wrote {
-    let mut body = apply_body("status", json!(status));
-    if let Some(v) = base {
-        body["metadata"] = json!({ "resourceVersion": v });
-    }
+    let body = guarded(apply_body("status", json!(status)), base);
     apply(ctx, o, true, body, "status").await
 }
 
@@ -1524,13 +1521,19 @@ fn metadata_body(
     entries: &Entries,
 ) -> serde_json::Value {
     let mut meta = json!({"name": o.name_any(), "uid": o.uid(), "finalizers": finalizers});
-    if let Some(v) = base {
-        meta["resourceVersion"] = json!(v);
-    }
     if !entries.is_empty() {
         meta["annotations"] = json!({ ENTRIES_ANNOTATION: ownership::format_entries(entries) });
     }
-    apply_body("metadata", meta)
+    guarded(apply_body("metadata", meta), base)
+}
+
+/// `body` made conditional on the object still being at version `base` (when given): the one
+/// place every write of ours gets its guard against a stale copy.
+fn guarded(mut body: serde_json::Value, base: Option<&str>) -> serde_json::Value {
+    if let Some(v) = base {
+        body["metadata"]["resourceVersion"] = json!(v);
+    }
+    body
 }
 
 fn is_not_found(e: &kube::Error) -> bool {
