@@ -15,6 +15,7 @@ use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, ResourceExt};
 
+use crate::changes::Changes;
 use crate::cloudflare::Clients;
 use crate::crd::OriginCloudRegionMapping;
 use crate::credentials::{CredentialSource, API_KEY_KEY, EMAIL_KEY, TOKEN_KEY};
@@ -157,21 +158,34 @@ pub async fn run(
         governance,
     });
 
-    // Every mapping event marks the zones it names: its spec zone and the zone it owns.
+    // Every mapping change marks the zones it names: its spec zone and the zones it owns. An
+    // update that only echoes our own writes is no change; a (re-)list counts every object.
     let debounce = config.debounce;
     let q = queue.clone();
     let mapping_task = tokio::spawn(async move {
         let mut events = std::pin::pin!(mapping_events);
+        let mut changes = Changes::default();
         while let Some(ev) = events.next().await {
-            match ev {
-                Ok(WatchEvent::Apply(o) | WatchEvent::Delete(o) | WatchEvent::InitApply(o)) => {
-                    q.schedule(&o.spec.zone_id, debounce);
-                    for z in owned_zones(&o) {
-                        q.schedule(&z, debounce);
-                    }
+            let o = match ev {
+                Ok(WatchEvent::Apply(o)) if !changes.changed(&o) => continue,
+                Ok(WatchEvent::Apply(o)) => o,
+                Ok(WatchEvent::InitApply(o)) => {
+                    changes.changed(&o);
+                    o
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "watching mappings failed; retrying"),
+                Ok(WatchEvent::Delete(o)) => {
+                    changes.forget(&o);
+                    o
+                }
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "watching mappings failed; retrying");
+                    continue;
+                }
+            };
+            q.schedule(&o.spec.zone_id, debounce);
+            for z in owned_zones(&o) {
+                q.schedule(&z, debounce);
             }
         }
     });

@@ -1,6 +1,7 @@
 //! origin-region-operator: keeps Cloudflare Origin Cloud Region mappings equal to the
 //! `OriginCloudRegionMapping` objects declared in Kubernetes.
 
+pub mod changes;
 pub mod cli;
 pub mod cloud;
 pub mod cloudflare;

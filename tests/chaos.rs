@@ -280,7 +280,13 @@ async fn converges_exactly_through_faults_crashes_apiserver_restart_and_token_ro
     );
 
     let t0 = Instant::now();
-    let stamp = move || format!("t+{:5.1}s", t0.elapsed().as_secs_f64());
+    // With the wall clock (UTC), to line the faults up with the simulator's history.
+    let stamp = move || {
+        let now = jiff::Timestamp::now()
+            .round(jiff::Unit::Millisecond)
+            .unwrap();
+        format!("t+{:5.1}s ({now})", t0.elapsed().as_secs_f64())
+    };
     let mut restarts = 0usize;
     let fault_task = async {
         for (at, fault) in &faults {

@@ -1184,3 +1184,42 @@ async fn full_zone_lists_fast() {
         "35 pages took {elapsed:?}"
     );
 }
+
+#[tokio::test]
+async fn history_says_when_each_entry_came_changed_and_went() {
+    let sim = Sim::start_default();
+    assert_ok(&put(&sim, "2001:DB8::5", "aws", "us-east-1").await);
+    // The same vendor and region again changes nothing, so it is no history either.
+    assert_ok(&put(&sim, "2001:db8::5", "aws", "us-east-1").await);
+    assert_ok(&put(&sim, "2001:db8::5", "gcp", "us-central1").await);
+    let del = sim.api(Method::DELETE, &cur("/2001:db8::5"), None).await;
+    assert_ok(&del);
+    assert_ok(&put(&sim, "192.0.2.7", "oci", "us-ashburn-1").await);
+    let h = sim.history(Z, "2001:db8::5").await;
+    let ops: Vec<&str> = h
+        .iter()
+        .map(|e| e.split_once(' ').expect("time then change").1)
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            "created aws/us-east-1",
+            "updated gcp/us-central1",
+            "removed"
+        ]
+    );
+    // Each change starts with its time, in order.
+    let times: Vec<jiff::Timestamp> = h
+        .iter()
+        .map(|e| {
+            e.split(' ')
+                .next()
+                .unwrap()
+                .parse()
+                .expect("an RFC 3339 time")
+        })
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{h:?}");
+    assert_eq!(sim.history(Z, "192.0.2.7").await.len(), 1);
+    assert!(sim.history(Z, "192.0.2.8").await.is_empty());
+}

@@ -238,13 +238,30 @@ impl World {
                 last = Some(s);
             }
             if start.elapsed() > timeout {
+                let history = match &last {
+                    Some(s) => self.history_of_differences(s).await,
+                    None => String::new(),
+                };
                 panic!(
-                    "{what}: not converged after {timeout:?}; last observed state:\n{}",
+                    "{what}: not converged after {timeout:?}; last observed state:\n{}{history}",
                     last.map_or("(never readable)".to_string(), |s| s.to_string())
                 );
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+
+    /// For every entry that differs from the desired state, when the simulator saw it change
+    /// (UTC): tells an entry written again after its delete from one never deleted.
+    async fn history_of_differences(&self, s: &Summary) -> String {
+        let mut out = String::new();
+        for (zone, d) in &s.zones {
+            for ip in d.missing.iter().chain(&d.extra).chain(&d.wrong) {
+                let h = self.sim.history(zone, ip).await;
+                out += &format!("  history of {zone} {ip}: {}\n", h.join("; "));
+            }
+        }
+        out
     }
 
     /// Everything a credential could leak into besides logs: Events (both APIs), the

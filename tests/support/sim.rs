@@ -167,6 +167,18 @@ impl Sim {
             .await
     }
 
+    /// `GET /__sim/zones/{zone}/history`: the last changes of `ip` made through the API.
+    pub async fn history(&self, zone: &str, ip: &str) -> Vec<String> {
+        let h = self
+            .admin_json(
+                reqwest::Method::GET,
+                &format!("/zones/{zone}/history"),
+                None,
+            )
+            .await;
+        serde_json::from_value(h["history"][ip].clone()).unwrap_or_default()
+    }
+
     /// `PUT /__sim/zones/{zone}`: replaces the zone's mappings out of band.
     pub async fn seed_zone(&self, zone: &str, mappings: &[wire::MappingInput]) {
         let body = json!({ "mappings": mappings });

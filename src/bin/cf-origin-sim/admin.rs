@@ -33,6 +33,7 @@ pub fn router() -> Router<Arc<App>> {
             get(dump_zone).put(seed_zone).delete(delete_zone),
         )
         .route("/__sim/zones/{zone_id}/tiered-cache", put(tiered_cache))
+        .route("/__sim/zones/{zone_id}/history", get(zone_history))
         .route("/__sim/auth", put(put_auth))
 }
 
@@ -123,6 +124,22 @@ async fn dump_zone(State(app): State<Arc<App>>, Path(zone): Path<String>) -> Res
     json(
         StatusCode::OK,
         &json!({ "zone_id": zone, "tiered_cache": tiered_cache, "mappings": mappings }),
+    )
+}
+
+/// The zone's recent API changes per IP (see `Zone::history`).
+async fn zone_history(State(app): State<Arc<App>>, Path(zone): Path<String>) -> Response {
+    if let Err(rejected) = check_zone(&zone) {
+        return rejected.into_response();
+    }
+    let history = app
+        .store()
+        .zone(&zone)
+        .map(|z| z.history.clone())
+        .unwrap_or_default();
+    json(
+        StatusCode::OK,
+        &json!({ "zone_id": zone, "history": history }),
     )
 }
 

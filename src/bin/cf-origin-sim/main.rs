@@ -94,6 +94,8 @@
 //!   canonicalised; invalid → 400, nothing applied); items may carry `modified_on`.
 //! - `DELETE /__sim/zones/{z}`: deletes the zone (as its owner removing it from the account):
 //!   mappings go and the API answers 404 / 7003 for it until it is seeded again or reset.
+//! - `GET /__sim/zones/{z}/history`: per IP its last 16 changes made through the API, with
+//!   their times (`created`/`updated` vendor/region, `removed`), not persisted.
 //! - Admin routes validate the zone id (400) and answer plain JSON, not envelopes.
 
 mod admin;

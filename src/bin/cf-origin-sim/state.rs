@@ -32,7 +32,14 @@ pub struct Zone {
     pub tiered_cache: bool,
     /// Last time the mapping set changed; `None` once the zone has no mappings.
     pub modified_on: Option<String>,
+    /// Per canonical IP, its last API changes ("<time> created aws/us-east-1", "<time>
+    /// removed"), so a test that finds a stray or missing entry can say when it came or went.
+    /// Not persisted.
+    pub history: BTreeMap<String, Vec<String>>,
 }
+
+/// Changes kept per IP in [`Zone::history`].
+const HISTORY_PER_IP: usize = 16;
 
 impl Default for Zone {
     fn default() -> Zone {
@@ -40,6 +47,7 @@ impl Default for Zone {
             mappings: BTreeMap::new(),
             tiered_cache: true,
             modified_on: None,
+            history: BTreeMap::new(),
         }
     }
 }
@@ -58,8 +66,9 @@ impl Zone {
             .collect()
     }
 
+    /// Nothing to keep: no mappings, the default flag, and no history a test may still ask for.
     fn is_pristine(&self) -> bool {
-        self.mappings.is_empty() && self.tiered_cache
+        self.mappings.is_empty() && self.tiered_cache && self.history.is_empty()
     }
 
     /// Creates or replaces a mapping, enforcing `max` for new IPs only.
@@ -74,6 +83,10 @@ impl Zone {
             existing.vendor.clone_from(&item.vendor);
             existing.region.clone_from(&item.region);
             existing.modified_on = now.to_string();
+            self.note(
+                &item.ip,
+                format!("{now} updated {}/{}", item.vendor, item.region),
+            );
         } else {
             if self.mappings.len() >= max {
                 return Err(ApiError::zone_limit());
@@ -86,6 +99,10 @@ impl Zone {
                     modified_on: now.to_string(),
                 },
             );
+            self.note(
+                &item.ip,
+                format!("{now} created {}/{}", item.vendor, item.region),
+            );
         }
         self.modified_on = Some(now.to_string());
         Ok(true)
@@ -95,12 +112,23 @@ impl Zone {
     /// "rule record" is deleted then.
     pub fn remove(&mut self, ip: &str, now: &str) -> Option<Stored> {
         let removed = self.mappings.remove(ip)?;
+        self.note(ip, format!("{now} removed"));
         self.modified_on = if self.mappings.is_empty() {
             None
         } else {
             Some(now.to_string())
         };
         Some(removed)
+    }
+}
+
+impl Zone {
+    fn note(&mut self, ip: &str, change: String) {
+        let h = self.history.entry(ip.to_string()).or_default();
+        if h.len() == HISTORY_PER_IP {
+            h.remove(0);
+        }
+        h.push(change);
     }
 }
 
