@@ -106,7 +106,8 @@ mod tests {
 
     #[test]
     fn what_others_change_is_a_change() {
-        let edits: Vec<(&str, fn(&mut OriginCloudRegionMapping))> = vec![
+        type Edit = fn(&mut OriginCloudRegionMapping);
+        let edits: Vec<(&str, Edit)> = vec![
             ("spec (generation)", |o| o.metadata.generation = Some(2)),
             ("deletion", |o| {
                 o.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()))
