@@ -540,7 +540,7 @@ async fn release_forced(ctx: &Context, members: Vec<Member>) -> (Vec<Member>, bo
                 applied: None,
                 owned: Entries::new(),
                 record: Entries::new(),
-                wake: None,
+                wake: Vec::new(),
             };
             if let Some(note) = status::finalize_note(&j) {
                 publish_note(ctx, &m.obj, note).await;
@@ -1236,7 +1236,12 @@ fn next_run(
     judgements: &[Judgement],
     retry_after: Option<Duration>,
 ) -> ZoneOutcome {
-    let wake = judgements.iter().filter_map(|j| j.wake.clone()).collect();
+    let mut wake: Vec<String> = Vec::new();
+    for z in judgements.iter().flat_map(|j| &j.wake) {
+        if !wake.contains(z) {
+            wake.push(z.clone());
+        }
+    }
     // In place: a copy of the zone's state would copy its whole snapshot to bump a counter.
     let mut failures = 0;
     ctx.zones.update(zone, |s| {

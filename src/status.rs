@@ -238,7 +238,7 @@ mod tests {
             owned: applied.iter().cloned().collect::<Entries>(),
             record: Entries::new(),
             applied,
-            wake: None,
+            wake: Vec::new(),
         }
     }
 

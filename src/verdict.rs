@@ -63,8 +63,10 @@ pub struct Judgement {
     /// The write-ahead record as it stands after this reconcile's record phase (the object's
     /// annotation plus the intent just recorded), which a prune starts from.
     pub record: Entries,
-    /// Another zone that must run now (a move).
-    pub wake: Option<String>,
+    /// Other zones that must run now: the other end of a move, and every other zone where
+    /// the object still owns entries once one here was released (their reconcile may be what
+    /// finalizes it, and no watch event of ours asks for it).
+    pub wake: Vec<String>,
 }
 
 /// Judges one object from its view, its plan and the zone's write results.
@@ -82,7 +84,7 @@ pub fn judge(
             applied: view.applied.clone(),
             owned: view.owned.clone(),
             record: view.recorded.clone(),
-            wake: None,
+            wake: Vec::new(),
         };
     }
     let mut released: Vec<(&Release, Entry)> = Vec::new();
@@ -118,7 +120,7 @@ pub fn judge(
         .applied
         .clone()
         .filter(|a| !released.iter().any(|(_, e)| e == a));
-    let mut wake = None;
+    let mut wake = Vec::new();
 
     let verdict = if let Some((ip, p)) = failure {
         if view.deleting {
@@ -159,7 +161,7 @@ pub fn judge(
             Step::Blocked(p) => Verdict::NotReady(p.clone()),
             Step::WaitForRelease => match owned.iter().find(|e| e.zone != zone) {
                 Some(e) => {
-                    wake = Some(e.zone.clone());
+                    wake.push(e.zone.clone());
                     Verdict::NotReady(Problem::Moving {
                         zone: e.zone.clone(),
                         ip: e.ip.clone(),
@@ -177,7 +179,7 @@ pub fn judge(
                 }
             }
             Step::MoveOut => {
-                wake = Some(view.zone_id.clone());
+                wake.push(view.zone_id.clone());
                 let (z, ip) = released
                     .first()
                     .map(|(_, e)| (e.zone.clone(), e.ip.clone()))
@@ -187,6 +189,14 @@ pub fn judge(
             Step::Skip => Verdict::Untouched,
         }
     };
+    if !released.is_empty() {
+        let others = owned.iter().map(|e| &e.zone).filter(|z| *z != zone);
+        for z in others.chain((!view.deleting && view.zone_id != zone).then_some(&view.zone_id)) {
+            if !wake.contains(z) {
+                wake.push(z.clone());
+            }
+        }
+    }
     Judgement {
         key: key.clone(),
         verdict,
@@ -370,6 +380,32 @@ mod tests {
     }
 
     #[test]
+    fn a_release_here_wakes_the_other_zones_the_object_still_owns_entries_in() {
+        // Deleting, with entries here and in Z2: Z2's reconcile is the one that finalizes,
+        // and only this zone knows it should run now.
+        let mut v = view("192.0.2.1", &[(Z, "192.0.2.1"), (Z2, "192.0.2.9")]);
+        v.deleting = true;
+        let mut r = WriteResults::default();
+        r.deletes.insert((key(), "192.0.2.1".into()), Ok(()));
+        let release = || vec![Release::Delete("192.0.2.1".into())];
+        let j = judge(Z, &v, &plan(release(), None, Step::Skip), &r);
+        assert_eq!(j.wake, [Z2]);
+        // A release that failed changed nothing elsewhere: no wake.
+        r.deletes.insert(
+            (key(), "192.0.2.1".into()),
+            Err(Problem::CloudflareUnavailable("500".into())),
+        );
+        let j = judge(Z, &v, &plan(release(), None, Step::Skip), &r);
+        assert!(j.wake.is_empty(), "{:?}", j.wake);
+        // A live object that names Z2 and moved out of Z wakes Z2 once.
+        let mut v = view("192.0.2.1", &[(Z, "192.0.2.1")]);
+        v.zone_id = Z2.into();
+        r.deletes.insert((key(), "192.0.2.1".into()), Ok(()));
+        let j = judge(Z, &v, &plan(release(), None, Step::MoveOut), &r);
+        assert_eq!(j.wake, [Z2]);
+    }
+
+    #[test]
     fn waiting_for_another_zone_reports_moving_and_wakes_it() {
         let v = view("192.0.2.1", &[(Z2, "192.0.2.1")]);
         let j = judge(
@@ -378,7 +414,7 @@ mod tests {
             &plan(vec![], None, Step::WaitForRelease),
             &WriteResults::default(),
         );
-        assert_eq!(j.wake.as_deref(), Some(Z2));
+        assert_eq!(j.wake, [Z2]);
         assert!(matches!(
             j.verdict,
             Verdict::NotReady(Problem::Moving { .. })
