@@ -386,3 +386,60 @@ async fn sigterm_while_cloudflare_calls_retry_exits_at_once_and_releases_the_lea
     next.terminate(Duration::from_secs(10));
     next.assert_no_panic();
 }
+
+/// Reconciles of any result so far.
+async fn reconciles(env: &Env) -> f64 {
+    env.op()
+        .metric_sum("origin_region_operator_zone_reconciles_total", &[])
+        .await
+}
+
+/// Waits until `env`'s reconcile count has not moved for `quiet`; returns it.
+async fn settled_reconciles(env: &Env, quiet: Duration) -> f64 {
+    let mut last = reconciles(env).await;
+    loop {
+        tokio::time::sleep(quiet).await;
+        let now = reconciles(env).await;
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_costs_one_reconcile_and_our_own_writes_seen_back_cost_none() {
+    let env = Env::new(&[], &[]).await;
+    env.create(&env.mapping("a", "198.51.100.20", "aws", "us-east-1"))
+        .await;
+    env.wait_ready("a").await;
+    // The create wrote the record (finalizer + intent) and the status; the watch shows both
+    // back. Neither is a change: the zone ran once (10 debounce periods of quiet to be sure).
+    let quiet = Duration::from_secs(1);
+    assert_eq!(settled_reconciles(&env, quiet).await, 1.0);
+    // A user's edit is a change: one more reconcile, whose status write again costs none.
+    env.patch_spec("a", serde_json::json!({"region": "us-west-2"}))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while env.sim.dump_zone(&env.zone).await[0].region != "us-west-2" {
+        assert!(Instant::now() < deadline, "the edit was never written");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(settled_reconciles(&env, quiet).await, 2.0);
+    // A label is someone else's change too (it may select credentials or namespaces).
+    let api = env.api();
+    let patch = serde_json::json!({"metadata": {"labels": {"team": "edge"}}});
+    api.patch(
+        "a",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reconciles(&env).await < 3.0 {
+        assert!(Instant::now() < deadline, "a label change was not planned");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(settled_reconciles(&env, quiet).await, 3.0);
+}
