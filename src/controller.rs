@@ -20,9 +20,10 @@ use crate::cloudflare::Clients;
 use crate::crd::OriginCloudRegionMapping;
 use crate::credentials::{CredentialSource, API_KEY_KEY, EMAIL_KEY, TOKEN_KEY};
 use crate::metrics::Metrics;
-use crate::ownership::owned_zones;
+use crate::ownership::{owned_zones, ObjectKey};
 use crate::reconciler::{reconcile_zone, Context, Governance, Settings};
 use crate::schedule::{DriftBudget, ZoneQueue};
+use crate::tombstones::Tombstones;
 use crate::zone::{CloudflareZone, CREDENTIALS_LABEL};
 use crate::zone_state::ZoneStates;
 
@@ -151,6 +152,7 @@ pub async fn run(
         store: store.clone(),
         creds: creds.clone(),
         zones: ZoneStates::default(),
+        tombstones: Tombstones::default(),
         reporter,
         metrics: metrics.clone(),
         settings: config.settings.clone(),
@@ -162,6 +164,7 @@ pub async fn run(
     // update that only echoes our own writes is no change; a (re-)list counts every object.
     let debounce = config.debounce;
     let q = queue.clone();
+    let task_ctx = ctx.clone();
     let mapping_task = tokio::spawn(async move {
         let mut events = std::pin::pin!(mapping_events);
         let mut changes = Changes::default();
@@ -175,6 +178,9 @@ pub async fn run(
                 }
                 Ok(WatchEvent::Delete(o)) => {
                     changes.forget(&o);
+                    if task_ctx.tombstones.deleted(&o) {
+                        tracing::warn!(object = %ObjectKey::of(&o), "deleted while the operator's finalizer was still on it (an apiserver race); releasing what it owned");
+                    }
                     o
                 }
                 Ok(_) => continue,

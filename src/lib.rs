@@ -22,6 +22,7 @@ pub mod source;
 pub mod source_controller;
 pub mod status;
 pub mod telemetry;
+pub mod tombstones;
 pub mod verdict;
 pub mod wire;
 pub mod zone;

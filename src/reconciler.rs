@@ -34,8 +34,9 @@ use crate::credentials::{CredentialSource, Resolved};
 use crate::error::{Action, Problem};
 use crate::metrics::Metrics;
 use crate::ownership::{self, Entries, Entry, ObjectKey, ENTRIES_ANNOTATION};
-use crate::planner::{plan_zone, ObjectView, ZoneFacts, ZonePlan};
+use crate::planner::{plan_zone, ObjectView, Step, ZoneFacts, ZonePlan};
 use crate::status::{self, Note, Seen};
+use crate::tombstones::Tombstones;
 use crate::verdict::{self, Judgement, Verdict, WriteResults};
 use crate::wire::{Mapping, MappingInput, SupportedRegions, MAX_BATCH};
 use crate::zone::{self, AdoptionPolicy, CloudflareZone};
@@ -75,6 +76,8 @@ pub struct Context {
     pub store: Store<OriginCloudRegionMapping>,
     /// Credentials lookup.
     pub creds: CredentialSource,
+    /// Objects deleted while our finalizer was still on them, until their entries are released.
+    pub tombstones: Tombstones,
     /// Per-zone memory.
     pub zones: ZoneStates,
     /// Who publishes Events (controller and instance names).
@@ -201,8 +204,8 @@ pub async fn reconcile_zone(ctx: &Context, zone: &str, refresh: bool) -> ZoneOut
     // Planning on a cache that has not yet seen our last writes would take our own entries for
     // strangers (a spurious "Adopted" and a second status write): wait for it.
     if members.iter().any(|m| {
-        ctx.zones
-            .cache_is_behind(&m.obj.uid().unwrap_or_default(), m.obj.resource_version())
+        let uid = m.obj.uid().unwrap_or_default();
+        !ctx.tombstones.contains(&uid) && ctx.zones.cache_is_behind(&uid, m.obj.resource_version())
     }) {
         return ZoneOutcome {
             requeue_after: Some(Duration::from_millis(100)),
@@ -256,6 +259,11 @@ pub async fn reconcile_zone(ctx: &Context, zone: &str, refresh: bool) -> ZoneOut
 
     let views = views(&members, &snapshot, |m| terminal_of(ctx, m));
     let plan = plan_zone(zone, &views, snapshot.facts());
+    for ((p, v), m) in plan.objects.iter().zip(&views).zip(&members) {
+        if !matches!(p.step, Step::InSync { .. } | Step::Skip) || !p.releases.is_empty() {
+            tracing::debug!(object = %p.key, version = ?m.obj.resource_version(), deleting = v.deleting, owned = ?v.owned, step = ?p.step, releases = ?p.releases, intent = ?p.intent, "planned");
+        }
+    }
     if !plan.is_noop() && !still_leading(ctx).await {
         return lost_lease(ctx);
     }
@@ -342,6 +350,8 @@ fn members(ctx: &Context, zone: &str, declaration: Option<&Arc<CloudflareZone>>)
         .state()
         .into_iter()
         .filter(|o| o.spec.zone_id == zone || ownership::owned_zones(o).contains(zone))
+        // Planned as deleting objects, so what they recorded is released like any deletion.
+        .chain(ctx.tombstones.in_zone(zone))
         .map(|obj| {
             let ns = obj.metadata.namespace.clone().unwrap_or_default();
             let governed = ctx.governance.is_some();
@@ -1097,7 +1107,16 @@ async fn publish(
 ) -> bool {
     let by_key: HashMap<&ObjectKey, &Member> = members.iter().map(|m| (&m.key, m)).collect();
     let now = Time(jiff::Timestamp::now());
-    let writes = judgements.iter().map(|j| {
+    // A buried object has nothing left to write to: what it still owns is all there is to keep.
+    let (buried, live): (Vec<&Judgement>, Vec<&Judgement>) = judgements.iter().partition(|j| {
+        let uid = by_key[&j.key].obj.uid().unwrap_or_default();
+        ctx.tombstones.contains(&uid)
+    });
+    for j in buried {
+        let uid = by_key[&j.key].obj.uid().unwrap_or_default();
+        ctx.tombstones.settle(&uid, zone, &j.owned);
+    }
+    let writes = live.into_iter().map(|j| {
         let o = &by_key[&j.key].obj;
         // Writes are conditional on the version this reconcile last produced (or read).
         let base = versions
@@ -1340,10 +1359,14 @@ async fn apply(
     };
     match applied {
         Ok(after) => {
+            tracing::debug!(object = %ObjectKey::of(o), write = kind, from = ?o.resource_version(), to = ?after.resource_version(), "written");
             noted(ctx, o, &after, kind);
             Wrote::Done(after.resource_version())
         }
-        Err(e) if status && is_not_found(&e) => Wrote::Done(None),
+        Err(e) if status && is_not_found(&e) => {
+            tracing::debug!(object = %ObjectKey::of(o), write = kind, "the object is gone");
+            Wrote::Done(None)
+        }
         Err(e) if is_conflict(&e) => {
             tracing::info!(object = %ObjectKey::of(o), write = kind, "the object changed since it was read; planning it again");
             Wrote::Stale
@@ -1363,6 +1386,7 @@ async fn apply(
 /// created since must never be touched. The version guard matters as much: a release decided
 /// on a copy that predates an intent recorded since would forget an entry we wrote.
 async fn remove_finalizer(ctx: &Context, o: &OriginCloudRegionMapping, base: Option<&str>) -> bool {
+    ctx.tombstones.releasing(&o.uid().unwrap_or_default());
     let api = api_of(ctx, o);
     let name = o.name_any();
     let patch = metadata_body(o, base, &[], &Entries::new());
@@ -1396,6 +1420,7 @@ async fn remove_finalizer(ctx: &Context, o: &OriginCloudRegionMapping, base: Opt
     };
     match result {
         Ok(()) => {
+            tracing::debug!(object = %ObjectKey::of(o), base = ?base, "finalizer removed");
             ctx.metrics.kube_write("finalizer");
             true
         }

@@ -908,3 +908,130 @@ async fn crash_and_outage_windows_orphan_nothing() {
     );
     op.assert_no_panic();
 }
+
+/// The shortest life under the worst conditions: objects deleted seconds after they were
+/// created, while the operator is still converging them through Cloudflare faults (lost
+/// responses among them) and SIGKILLs. Whatever was written for them must go, and nothing
+/// that lives may lose its entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_deleted_during_their_first_convergence_leave_nothing_behind() {
+    use futures::StreamExt;
+    const ZONES: usize = 3;
+    const OBJECTS: usize = 240;
+    const DELETES: usize = 120;
+    const KILLS: usize = 3;
+    let seed = seed("chaos-early-deletes");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let token = token(&mut rng, "early");
+    let zones: Vec<String> = (0..ZONES).map(|_| zone_id(&mut rng)).collect();
+    let mut desired: Desired = BTreeMap::new();
+    for i in 0..OBJECTS {
+        let z = i % ZONES;
+        let want = random_want(&mut rng, &zones[z], ip_for(z, i, 0));
+        desired.insert(format!("e-{z}-{i:03}"), want);
+    }
+    let initial = desired.clone();
+    let mut names: Vec<String> = desired.keys().cloned().collect();
+    names.shuffle(&mut rng);
+    // Each deletion comes 0.3–3 s after its object's creation was asked for.
+    let deletes: Vec<(String, Duration)> = names[..DELETES]
+        .iter()
+        .map(|n| {
+            (
+                n.clone(),
+                Duration::from_millis(rng.random_range(300..3000)),
+            )
+        })
+        .collect();
+    for (n, _) in &deletes {
+        desired.remove(n);
+    }
+    let kills: Vec<(Duration, Duration)> = (0..KILLS)
+        .map(|_| {
+            (
+                moment(&mut rng, Duration::from_millis(500), Duration::from_secs(5)),
+                Duration::from_millis(rng.random_range(100..1000)),
+            )
+        })
+        .collect();
+
+    let world = World::start("chaos-early", &token).await;
+    let mut faults = cloudflare_faults();
+    // Lost responses are the fault that leaves an entry the operator does not know it made.
+    faults["truncate_body_rate"] = json!(0.10);
+    world.sim.set_faults(faults).await;
+    for zone in &zones {
+        world.declare_zone(zone).await;
+    }
+    let mut op = Operator::start(world.cp.kubeconfig_path(), &world.operator_args(&[]));
+    let t0 = Instant::now();
+    let api = world.api();
+    let by_name: BTreeMap<&str, Duration> =
+        deletes.iter().map(|(n, at)| (n.as_str(), *at)).collect();
+    let lives = futures::stream::iter(initial.iter()).for_each_concurrent(16, |(name, want)| {
+        let api = api.clone();
+        let delete_after = by_name.get(name.as_str()).copied();
+        async move {
+            let obj = chaos::mapping(name, want);
+            retry_kube(&format!("create {name}"), || async {
+                match api.create(&kube::api::PostParams::default(), &obj).await {
+                    Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+                    other => other.map(|_| ()),
+                }
+            })
+            .await;
+            if let Some(after) = delete_after {
+                tokio::time::sleep(after).await;
+                eprintln!("chaos-early: {} deleting {name}", jiff::Timestamp::now());
+                retry_kube(&format!("delete {name}"), || async {
+                    match api.delete(name, &DeleteParams::default()).await {
+                        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+                        other => other.map(|_| ()),
+                    }
+                })
+                .await;
+            }
+        }
+    });
+    let crashes = async {
+        let mut kills = kills.clone();
+        kills.sort();
+        for (at, down) in kills {
+            tokio::time::sleep_until((t0 + at).into()).await;
+            op.kill();
+            eprintln!(
+                "chaos-early: t+{:.1}s operator SIGKILLed, down {down:?}",
+                t0.elapsed().as_secs_f64()
+            );
+            tokio::time::sleep(down).await;
+            op.restart();
+        }
+    };
+    tokio::join!(lives, crashes);
+    eprintln!(
+        "chaos-early: t+{:.1}s all {OBJECTS} created, {DELETES} deleted; faults off",
+        t0.elapsed().as_secs_f64()
+    );
+    world.sim.clear_faults().await;
+    let (summary, took) = world
+        .wait_converged(
+            &desired,
+            Duration::from_secs(120),
+            "after the early deletes",
+        )
+        .await;
+    eprintln!(
+        "chaos-early: converged {:.1}s after the faults",
+        took.as_secs_f64()
+    );
+    eprint!("{summary}");
+    // Guards the test itself: without faults it would prove little. (Lost responses alone can
+    // miss in a run of ~50 requests.)
+    let answers = by_status(&world.sim.stats().await);
+    let faults: u64 = ["429", "500", "dropped", "truncated"]
+        .iter()
+        .map(|s| answers.get(*s).copied().unwrap_or(0))
+        .sum();
+    assert!(faults > 0, "no fault was injected: {answers:?}");
+    assert!(!op.log().contains("panicked"), "the operator panicked");
+}

@@ -635,3 +635,71 @@ async fn plan_predicts_exactly_what_run_writes() {
     assert_eq!(actual, predicted, "run wrote other than plan said");
     assert!(actual.contains_key("192.0.2.162"), "the stranger stays");
 }
+
+/// Removes `name` straight from etcd: the watch then shows its deletion with our finalizer and
+/// record still on it, which is what a DELETE racing our finalizer patch leaves (the apiserver
+/// acknowledges both, kubernetes/kubernetes#77988), made to happen on purpose.
+async fn vanish_under_finalizer(env: &Env, name: &str) {
+    use base64::Engine;
+    let key = format!(
+        "/registry/originregions.io/origincloudregionmappings/{}/{name}",
+        env.ns
+    );
+    let key = base64::engine::general_purpose::STANDARD.encode(key);
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v3/kv/deleterange", env.cp.etcd_url()))
+        .json(&json!({ "key": key }))
+        .send()
+        .await
+        .expect("etcd gateway");
+    let body: serde_json::Value = resp.json().await.expect("etcd answer");
+    assert_eq!(body["deleted"], "1", "etcd deleted nothing: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_deleted_despite_our_finalizer_has_its_entry_released() {
+    let env = Env::new(&[], &[]).await;
+    env.create(&env.mapping("a", "192.0.2.61", "aws", "us-east-1"))
+        .await;
+    env.create(&env.mapping("b", "192.0.2.62", "aws", "us-east-1"))
+        .await;
+    env.wait_ready("a").await;
+    env.wait_ready("b").await;
+    vanish_under_finalizer(&env, "a").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let ips: Vec<String> = env
+            .sim
+            .dump_zone(&env.zone)
+            .await
+            .into_iter()
+            .map(|m| m.origin_ip)
+            .collect();
+        if ips == ["192.0.2.62"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a is gone but its entry is still in the zone, recorded nowhere: {ips:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A normal deletion looks the same in the watch (the last stored state still lists our
+    // finalizer): it must not be taken for the race and cost a second delete.
+    env.delete("b").await;
+    env.wait_gone("b").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !env.sim.dump_zone(&env.zone).await.is_empty() {
+        assert!(Instant::now() < deadline, "b's entry was not deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let deletes = env.sim.op_total("batch_delete").await + env.sim.op_total("delete").await;
+    assert_eq!(deletes, 2, "one delete for each entry, nothing repeated");
+    let log = env.op().log();
+    assert_eq!(
+        log.matches("apiserver race").count(),
+        1,
+        "only a was deleted despite our finalizer:\n{log}"
+    );
+}
