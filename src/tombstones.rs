@@ -69,6 +69,9 @@ impl Tombstones {
     pub fn bury(&self, o: &OriginCloudRegionMapping) {
         let Some(uid) = o.uid() else { return };
         let mut o = o.clone();
+        // A new object may take the name at once: the buried one gets a key of its own, so the
+        // planner and the write results never mix the two up.
+        o.metadata.name = Some(format!("{}@{uid}", o.name_any()));
         if o.metadata.deletion_timestamp.is_none() {
             o.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
         }
@@ -195,6 +198,11 @@ mod tests {
         let here = t.in_zone(Z);
         assert_eq!(here.len(), 1);
         assert!(here[0].metadata.deletion_timestamp.is_some());
+        assert_eq!(
+            here[0].name_any(),
+            "a@u-1",
+            "never the key of a new object named a"
+        );
         assert_eq!(t.in_zone(Z2).len(), 1);
         // Released in Z: still owns the Z2 entry.
         t.settle("u-1", Z, &Entries::new());
