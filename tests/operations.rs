@@ -420,11 +420,12 @@ async fn a_change_costs_one_reconcile_and_our_own_writes_seen_back_cost_none() {
     // A user's edit is a change: one more reconcile, whose status write again costs none.
     env.patch_spec("a", serde_json::json!({"region": "us-west-2"}))
         .await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while env.sim.dump_zone(&env.zone).await[0].region != "us-west-2" {
-        assert!(Instant::now() < deadline, "the edit was never written");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let edited = |r: &std::collections::BTreeMap<String, (String, String)>| {
+        r.get("198.51.100.20")
+            .is_some_and(|(_, region)| region == "us-west-2")
+    };
+    env.wait_remote_within(&env.zone, "edited", Duration::from_secs(20), edited)
+        .await;
     assert_eq!(settled_reconciles(&env, quiet).await, 2.0);
     // A label is someone else's change too (it may select credentials or namespaces).
     let api = env.api();

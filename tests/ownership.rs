@@ -666,33 +666,16 @@ async fn an_object_deleted_despite_our_finalizer_has_its_entry_released() {
     env.wait_ready("a").await;
     env.wait_ready("b").await;
     vanish_under_finalizer(&env, "a").await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let ips: Vec<String> = env
-            .sim
-            .dump_zone(&env.zone)
-            .await
-            .into_iter()
-            .map(|m| m.origin_ip)
-            .collect();
-        if ips == ["192.0.2.62"] {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "a is gone but its entry is still in the zone, recorded nowhere: {ips:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let released = "rid of a's entry (a is gone and its entry recorded nowhere)";
+    let within = Duration::from_secs(15);
+    env.wait_remote_within(&env.zone, released, within, |r| r.keys().eq(["192.0.2.62"]))
+        .await;
     // A normal deletion looks the same in the watch (the last stored state still lists our
     // finalizer): it must not be taken for the race and cost a second delete.
     env.delete("b").await;
     env.wait_gone("b").await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !env.sim.dump_zone(&env.zone).await.is_empty() {
-        assert!(Instant::now() < deadline, "b's entry was not deleted");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    env.wait_remote_within(&env.zone, "rid of b's entry", within, |r| r.is_empty())
+        .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let deletes = env.sim.op_total("batch_delete").await + env.sim.op_total("delete").await;
     assert_eq!(deletes, 2, "one delete for each entry, nothing repeated");

@@ -271,7 +271,19 @@ impl Env {
         what: &str,
         pred: impl Fn(&BTreeMap<String, (String, String)>) -> bool,
     ) -> BTreeMap<String, (String, String)> {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        self.wait_remote_within(zone, what, Duration::from_secs(60), pred)
+            .await
+    }
+
+    /// Waits at most `limit` until the simulator's zone satisfies `pred`.
+    pub async fn wait_remote_within(
+        &self,
+        zone: &str,
+        what: &str,
+        limit: Duration,
+        pred: impl Fn(&BTreeMap<String, (String, String)>) -> bool,
+    ) -> BTreeMap<String, (String, String)> {
+        let deadline = Instant::now() + limit;
         loop {
             let remote = self.remote(zone).await;
             if pred(&remote) {
@@ -279,7 +291,7 @@ impl Env {
             }
             assert!(
                 Instant::now() < deadline,
-                "zone {zone} not {what} after 60 s: {remote:?}"
+                "zone {zone} not {what} after {limit:?}: {remote:?}"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -66,6 +66,15 @@ impl Zone {
             .collect()
     }
 
+    /// Appends a change to `ip`'s history, dropping its oldest past [`HISTORY_PER_IP`].
+    fn note(&mut self, ip: &str, change: String) {
+        let h = self.history.entry(ip.to_string()).or_default();
+        if h.len() == HISTORY_PER_IP {
+            h.remove(0);
+        }
+        h.push(change);
+    }
+
     /// Nothing to keep: no mappings, the default flag, and no history a test may still ask for.
     fn is_pristine(&self) -> bool {
         self.mappings.is_empty() && self.tiered_cache && self.history.is_empty()
@@ -119,16 +128,6 @@ impl Zone {
             Some(now.to_string())
         };
         Some(removed)
-    }
-}
-
-impl Zone {
-    fn note(&mut self, ip: &str, change: String) {
-        let h = self.history.entry(ip.to_string()).or_default();
-        if h.len() == HISTORY_PER_IP {
-            h.remove(0);
-        }
-        h.push(change);
     }
 }
 
