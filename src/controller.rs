@@ -15,6 +15,7 @@ use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, ResourceExt};
 
+use crate::cached::{self, CachedMapping};
 use crate::changes::Changes;
 use crate::cloudflare::Clients;
 use crate::crd::OriginCloudRegionMapping;
@@ -82,11 +83,12 @@ pub async fn run(
         Some(ns) => Api::namespaced(kube.clone(), ns),
         None => Api::all(kube.clone()),
     };
-    let (store, writer) = reflector::store();
+    // The cache keeps the compact form; the task below feeds it, so each event is seen whole
+    // (what changed, what a deletion left behind) before only the compact copy is kept.
+    let (store, mut writer) = reflector::store::<CachedMapping>();
     let mapping_events = watcher(mappings, watcher::Config::default())
         .default_backoff()
-        .modify(|o: &mut OriginCloudRegionMapping| strip_for_cache(&mut o.metadata))
-        .reflect(writer);
+        .modify(|o: &mut OriginCloudRegionMapping| strip_for_cache(&mut o.metadata));
 
     let (default_store, default_events) = match &config.default_secret {
         Some((ns, name)) => {
@@ -169,6 +171,9 @@ pub async fn run(
         let mut events = std::pin::pin!(mapping_events);
         let mut changes = Changes::default();
         while let Some(ev) = events.next().await {
+            if let Ok(ev) = &ev {
+                writer.apply_watcher_event(&cached::event(ev));
+            }
             let o = match ev {
                 Ok(WatchEvent::Apply(o)) if !changes.changed(&o) => continue,
                 Ok(WatchEvent::Apply(o)) => o,
@@ -215,9 +220,9 @@ pub async fn run(
                     };
                     let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
                     for o in store.state() {
-                        if creds.uses(&o, &ns, &name) {
-                            q.schedule(&o.spec.zone_id, debounce);
-                            for z in owned_zones(&o) {
+                        if creds.uses(o.namespace(), o.secret_ref(), &ns, &name) {
+                            q.schedule(o.zone_id(), debounce);
+                            for z in o.owned_zones() {
                                 q.schedule(&z, debounce);
                             }
                         }
@@ -267,8 +272,8 @@ pub async fn run(
                     }
                 };
                 for o in mappings.state() {
-                    if o.metadata.namespace.as_deref() == Some(ns.as_str()) {
-                        q.schedule(&o.spec.zone_id, debounce);
+                    if o.namespace() == ns {
+                        q.schedule(o.zone_id(), debounce);
                     }
                 }
             }

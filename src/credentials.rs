@@ -136,10 +136,17 @@ impl CredentialSource {
         resolved(&secret, ns.clone(), name.clone())
     }
 
-    /// Whether a Secret event concerns `obj`'s credentials.
-    pub fn uses(&self, obj: &OriginCloudRegionMapping, namespace: &str, name: &str) -> bool {
-        match &obj.spec.credentials_secret_ref {
-            Some(r) => obj.metadata.namespace.as_deref() == Some(namespace) && r.name == name,
+    /// Whether a Secret event concerns the credentials of an object in `obj_namespace` naming
+    /// `secret_ref` (its spec's credentialsSecretRef).
+    pub fn uses(
+        &self,
+        obj_namespace: &str,
+        secret_ref: Option<&str>,
+        namespace: &str,
+        name: &str,
+    ) -> bool {
+        match secret_ref {
+            Some(r) => obj_namespace == namespace && r == name,
             None => self
                 .default_secret
                 .as_ref()

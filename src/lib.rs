@@ -1,6 +1,7 @@
 //! origin-region-operator: keeps Cloudflare Origin Cloud Region mappings equal to the
 //! `OriginCloudRegionMapping` objects declared in Kubernetes.
 
+pub mod cached;
 pub mod changes;
 pub mod cli;
 pub mod cloud;
@@ -10,6 +11,7 @@ pub mod crd;
 pub mod credentials;
 pub mod dns;
 pub mod error;
+pub mod intern;
 pub mod ip;
 pub mod leader;
 pub mod metrics;

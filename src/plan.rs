@@ -13,6 +13,7 @@ use kube::Api;
 use kube::ResourceExt;
 use serde::Serialize;
 
+use crate::cached::CachedMapping;
 use crate::cli::PlanArgs;
 use crate::crd::OriginCloudRegionMapping;
 use crate::credentials::CredentialSource;
@@ -132,7 +133,7 @@ pub async fn run(args: PlanArgs) -> Result<(), String> {
                 let ns = o.metadata.namespace.clone().unwrap_or_default();
                 let labels = namespace_labels.get(&ns).unwrap_or(&no_labels);
                 Member {
-                    obj: o.clone(),
+                    obj: Arc::new(CachedMapping::from(&**o)),
                     key: ObjectKey::of(o),
                     cred: credentials_for(&creds, governed, declaration, &zone, o, labels),
                 }
@@ -194,7 +195,7 @@ pub fn changes(zone: &str, members: &[Member], plan: &ZonePlan) -> Vec<Change> {
                 detail: format!("zone {zone}"),
             });
         }
-        let o = &m.obj;
+        let o = &m.obj.to_full();
         let ip =
             crate::ip::canonicalize(&o.spec.origin_ip).unwrap_or_else(|_| o.spec.origin_ip.clone());
         let target = format!("{} {}", o.spec.vendor, o.spec.region);

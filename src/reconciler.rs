@@ -28,6 +28,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
+use crate::cached::CachedMapping;
 use crate::cloudflare::{classify_item_error, Client, Clients, ErrorKind};
 use crate::crd::{DeletionPolicy, OriginCloudRegionMapping, FINALIZER};
 use crate::credentials::{CredentialSource, Resolved};
@@ -72,8 +73,8 @@ pub struct Context {
     pub kube: kube::Client,
     /// Cloudflare client factory.
     pub clients: Clients,
-    /// Cache of every watched mapping object.
-    pub store: Store<OriginCloudRegionMapping>,
+    /// Cache of every watched mapping object, in its compact form.
+    pub store: Store<CachedMapping>,
     /// Credentials lookup.
     pub creds: CredentialSource,
     /// Objects deleted while our finalizer was still on them, until their entries are released.
@@ -136,8 +137,8 @@ pub struct DriftCost {
 
 /// One object of the zone with its resolved credentials.
 pub struct Member {
-    /// The cached object.
-    pub obj: Arc<OriginCloudRegionMapping>,
+    /// The cached object (the full one is made from it only while a write needs it).
+    pub obj: Arc<CachedMapping>,
     /// Its key.
     pub key: ObjectKey,
     /// Its credentials, or why it has none.
@@ -204,8 +205,11 @@ pub async fn reconcile_zone(ctx: &Context, zone: &str, refresh: bool) -> ZoneOut
     // Planning on a cache that has not yet seen our last writes would take our own entries for
     // strangers (a spurious "Adopted" and a second status write): wait for it.
     if members.iter().any(|m| {
-        let uid = m.obj.uid().unwrap_or_default();
-        !ctx.tombstones.contains(&uid) && ctx.zones.cache_is_behind(&uid, m.obj.resource_version())
+        let uid = m.obj.uid();
+        !ctx.tombstones.contains(uid)
+            && ctx
+                .zones
+                .cache_is_behind(uid, m.obj.resource_version().map(String::from))
     }) {
         return ZoneOutcome {
             requeue_after: Some(Duration::from_millis(100)),
@@ -213,7 +217,7 @@ pub async fn reconcile_zone(ctx: &Context, zone: &str, refresh: bool) -> ZoneOut
         };
     }
     if refresh {
-        let uids: Vec<String> = members.iter().filter_map(|m| m.obj.uid()).collect();
+        let uids: Vec<String> = members.iter().map(|m| m.obj.uid().to_string()).collect();
         ctx.zones.clear_terminal(&uids);
     }
     let (members, mut kube_ok) = release_forced(ctx, members).await;
@@ -349,22 +353,21 @@ fn members(ctx: &Context, zone: &str, declaration: Option<&Arc<CloudflareZone>>)
     ctx.store
         .state()
         .into_iter()
-        .filter(|o| o.spec.zone_id == zone || ownership::owned_zones(o).contains(zone))
+        .filter(|o| o.in_zone(zone))
         // Planned as deleting objects, so what they recorded is released like any deletion.
         .chain(ctx.tombstones.in_zone(zone))
         .map(|obj| {
-            let ns = obj.metadata.namespace.clone().unwrap_or_default();
             let governed = ctx.governance.is_some();
             let cred = credentials_for(
                 &ctx.creds,
                 governed,
                 declaration.map(|d| d.as_ref()),
                 zone,
-                &obj,
-                &labels_of(&ns),
+                &obj.to_full(),
+                &labels_of(obj.namespace()),
             );
             Member {
-                key: ObjectKey::of(&obj),
+                key: obj.key(),
                 cred,
                 obj,
             }
@@ -532,15 +535,16 @@ async fn publish_zone(
 async fn release_forced(ctx: &Context, members: Vec<Member>) -> (Vec<Member>, bool) {
     let (forced, rest): (Vec<Member>, Vec<Member>) = members
         .into_iter()
-        .partition(|m| m.obj.metadata.deletion_timestamp.is_some() && m.obj.force_orphan());
+        .partition(|m| m.obj.deleting() && m.obj.force_orphan());
     let releases = forced
         .iter()
         .filter(|m| m.obj.has_finalizer())
         .map(|m| async move {
-            if !remove_finalizer(ctx, &m.obj, m.obj.resource_version().as_deref()).await {
+            let o = m.obj.to_full();
+            if !remove_finalizer(ctx, &o, m.obj.resource_version()).await {
                 return false;
             }
-            let kept: Vec<Entry> = ownership::owned(&m.obj).into_iter().collect();
+            let kept: Vec<Entry> = ownership::owned(&o).into_iter().collect();
             let j = Judgement {
                 key: m.key.clone(),
                 verdict: Verdict::Finalize {
@@ -553,7 +557,7 @@ async fn release_forced(ctx: &Context, members: Vec<Member>) -> (Vec<Member>, bo
                 wake: Vec::new(),
             };
             if let Some(note) = status::finalize_note(&j) {
-                publish_note(ctx, &m.obj, note).await;
+                publish_note(ctx, &o, note).await;
             }
             true
         });
@@ -588,7 +592,7 @@ pub async fn read_zone(
             if !creds.iter().any(|c| c.fingerprint == r.fingerprint) {
                 creds.push(r);
             }
-            if m.obj.metadata.deletion_timestamp.is_none() && m.obj.spec.zone_id == zone {
+            if !m.obj.deleting() && m.obj.zone_id() == zone {
                 live.insert(r.fingerprint);
             }
         }
@@ -690,27 +694,21 @@ pub fn views(
         .map(|m| {
             let blocked = match &m.cred {
                 Err(p) => Some(p.clone()),
-                Ok(r) => snap.refused.get(&r.fingerprint).cloned().or_else(|| {
-                    m.obj
-                        .metadata
-                        .deletion_timestamp
-                        .is_none()
-                        .then(|| terminal(m))
-                        .flatten()
-                }),
+                Ok(r) => snap
+                    .refused
+                    .get(&r.fingerprint)
+                    .cloned()
+                    .or_else(|| (!m.obj.deleting()).then(|| terminal(m)).flatten()),
             };
-            view_of(&m.obj, blocked)
+            view_of(&m.obj.to_full(), blocked)
         })
         .collect()
 }
 
 fn terminal_of(ctx: &Context, m: &Member) -> Option<Problem> {
     let r = m.cred.as_ref().ok()?;
-    ctx.zones.terminal(
-        &m.obj.uid().unwrap_or_default(),
-        generation(&m.obj),
-        r.fingerprint,
-    )
+    ctx.zones
+        .terminal(m.obj.uid(), m.obj.generation(), r.fingerprint)
 }
 
 /// What the record phase achieved.
@@ -738,18 +736,18 @@ async fn record(ctx: &Context, members: &[Member], plan: &ZonePlan) -> Records {
         .collect();
     let patches = members
         .iter()
-        .filter(|m| m.obj.metadata.deletion_timestamp.is_none())
+        .filter(|m| !m.obj.deleting())
         .filter_map(|m| {
             let intent = intents.get(&m.key).copied();
             if m.obj.has_finalizer() && intent.is_none() {
                 return None;
             }
-            let mut entries = ownership::recorded(&m.obj);
+            let mut entries = m.obj.recorded();
             entries.extend(intent.cloned());
             Some(async move {
                 let base = m.obj.resource_version();
-                let wrote =
-                    apply_metadata(ctx, &m.obj, base.as_deref(), true, &entries, "finalizer").await;
+                let o = m.obj.to_full();
+                let wrote = apply_metadata(ctx, &o, base, true, &entries, "finalizer").await;
                 (m.key.clone(), intent.is_some(), wrote)
             })
         });
@@ -1084,9 +1082,9 @@ fn remember_terminal(
         let m = by_key[&j.key];
         if let Ok(r) = &m.cred {
             ctx.zones.mark_terminal(
-                &m.obj.uid().unwrap_or_default(),
+                m.obj.uid(),
                 TerminalMark {
-                    generation: generation(&m.obj),
+                    generation: m.obj.generation(),
                     fingerprint: r.fingerprint,
                     problem: problem.clone(),
                 },
@@ -1108,22 +1106,26 @@ async fn publish(
     let by_key: HashMap<&ObjectKey, &Member> = members.iter().map(|m| (&m.key, m)).collect();
     let now = Time(jiff::Timestamp::now());
     // A buried object has nothing left to write to: what it still owns is all there is to keep.
-    let (buried, live): (Vec<&Judgement>, Vec<&Judgement>) = judgements.iter().partition(|j| {
-        let uid = by_key[&j.key].obj.uid().unwrap_or_default();
-        ctx.tombstones.contains(&uid)
-    });
+    let (buried, live): (Vec<&Judgement>, Vec<&Judgement>) = judgements
+        .iter()
+        .partition(|j| ctx.tombstones.contains(by_key[&j.key].obj.uid()));
     for j in buried {
-        let uid = by_key[&j.key].obj.uid().unwrap_or_default();
-        ctx.tombstones.settle(&uid, zone, &j.owned);
+        ctx.tombstones
+            .settle(by_key[&j.key].obj.uid(), zone, &j.owned);
     }
     let writes = live.into_iter().map(|j| {
-        let o = &by_key[&j.key].obj;
+        let cached = &by_key[&j.key].obj;
         // Writes are conditional on the version this reconcile last produced (or read).
         let base = versions
             .get(&j.key)
             .cloned()
-            .or_else(|| o.resource_version());
-        publish_one(ctx, zone, o, base, j, seen, &now)
+            .or_else(|| cached.resource_version().map(String::from));
+        // Made here, lazily: only the objects being written are ever full at once.
+        let now = &now;
+        async move {
+            let o = cached.to_full();
+            publish_one(ctx, zone, &o, base, j, seen, now).await
+        }
     });
     bounded(writes, ctx.settings.kube_concurrency)
         .await
@@ -1209,7 +1211,7 @@ async fn fail_zone(
         .zip(members)
         .map(|((v, p), m)| {
             let mut j = verdict::judge(zone, v, p, &results);
-            if keep_ready && ready_now(&m.obj) && !v.deleting && v.zone_id == zone {
+            if keep_ready && m.obj.ready_now() && !v.deleting && v.zone_id == zone {
                 j.verdict = Verdict::Untouched;
             }
             j

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
+use crate::cached::CachedMapping;
 use crate::crd::{DeletionPolicy, OriginCloudRegionMapping};
 use crate::ownership::{self, Entries};
 
@@ -78,12 +79,12 @@ impl Tombstones {
         self.lock().insert(uid, Arc::new(o));
     }
 
-    /// The buried objects that own entries in `zone`.
-    pub fn in_zone(&self, zone: &str) -> Vec<Arc<OriginCloudRegionMapping>> {
+    /// The buried objects that own entries in `zone`, in the form the zone's members take.
+    pub fn in_zone(&self, zone: &str) -> Vec<Arc<CachedMapping>> {
         self.lock()
             .values()
             .filter(|o| ownership::owned_zones(o).contains(zone))
-            .cloned()
+            .map(|o| Arc::new(CachedMapping::from(&**o)))
             .collect()
     }
 
@@ -197,9 +198,9 @@ mod tests {
         t.bury(&gone(&[(Z, "192.0.2.1"), (Z2, "192.0.2.9")]));
         let here = t.in_zone(Z);
         assert_eq!(here.len(), 1);
-        assert!(here[0].metadata.deletion_timestamp.is_some());
+        assert!(here[0].deleting());
         assert_eq!(
-            here[0].name_any(),
+            here[0].key().name,
             "a@u-1",
             "never the key of a new object named a"
         );
