@@ -15,7 +15,7 @@ use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, ResourceExt};
 
-use crate::cached::{self, CachedMapping};
+use crate::cached::MappingCache;
 use crate::changes::Changes;
 use crate::cloudflare::Clients;
 use crate::crd::OriginCloudRegionMapping;
@@ -85,7 +85,8 @@ pub async fn run(
     };
     // The cache keeps the compact form; the task below feeds it, so each event is seen whole
     // (what changed, what a deletion left behind) before only the compact copy is kept.
-    let (store, mut writer) = reflector::store::<CachedMapping>();
+    let store = MappingCache::default();
+    let mut writer = store.writer();
     let mapping_events = watcher(mappings, watcher::Config::default())
         .default_backoff()
         .modify(|o: &mut OriginCloudRegionMapping| strip_for_cache(&mut o.metadata));
@@ -172,7 +173,13 @@ pub async fn run(
         let mut changes = Changes::default();
         while let Some(ev) = events.next().await {
             if let Ok(ev) = &ev {
-                writer.apply_watcher_event(&cached::event(ev));
+                writer.apply(ev);
+                if let WatchEvent::Apply(o) | WatchEvent::InitApply(o) = ev {
+                    let uid = o.metadata.uid.as_deref().unwrap_or_default();
+                    task_ctx
+                        .zones
+                        .cache_holds(uid, o.metadata.resource_version.as_deref());
+                }
             }
             let o = match ev {
                 Ok(WatchEvent::Apply(o)) if !changes.changed(&o) => continue,
@@ -296,7 +303,7 @@ pub async fn run(
     // Caches must be complete before planning, or a missing object would look deleted.
     let governed = config.governance.is_some();
     let ready = async {
-        let _ = store.wait_until_ready().await;
+        store.wait_until_ready().await;
         for s in [&default_store, &ref_store, &zone_secret_store]
             .into_iter()
             .flatten()
@@ -314,7 +321,7 @@ pub async fn run(
         _ = &mut shutdown => return,
     }
     metrics.set_ready(true);
-    tracing::info!(objects = store.state().len(), "caches synced; reconciling");
+    tracing::info!(objects = store.len(), "caches synced; reconciling");
     let interval_task = tokio::spawn(report_resync_interval(
         queue.clone(),
         metrics.clone(),

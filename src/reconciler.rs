@@ -28,7 +28,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use crate::cached::CachedMapping;
+use crate::cached::{CachedMapping, MappingCache};
 use crate::cloudflare::{classify_item_error, Client, Clients, ErrorKind};
 use crate::crd::{DeletionPolicy, OriginCloudRegionMapping, FINALIZER};
 use crate::credentials::{CredentialSource, Resolved};
@@ -74,7 +74,7 @@ pub struct Context {
     /// Cloudflare client factory.
     pub clients: Clients,
     /// Cache of every watched mapping object, in its compact form.
-    pub store: Store<CachedMapping>,
+    pub store: MappingCache,
     /// Credentials lookup.
     pub creds: CredentialSource,
     /// Objects deleted while our finalizer was still on them, until their entries are released.
@@ -149,7 +149,7 @@ pub struct Member {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     /// Remote entries by canonical IP (empty when no credential could read the zone).
-    pub remote: BTreeMap<String, Mapping>,
+    pub remote: Arc<BTreeMap<String, Mapping>>,
     /// Supported regions, when known.
     pub catalog: Option<SupportedRegions>,
     /// See [`ZoneState::capacity`].
@@ -290,10 +290,14 @@ pub async fn reconcile_zone(ctx: &Context, zone: &str, refresh: bool) -> ZoneOut
         .collect();
     remember_terminal(ctx, &members, &judgements, &results);
     remember_releases(ctx, zone, &judgements);
+    let wrote = !results.upserts.is_empty() || !results.deletes.is_empty();
+    // Publishing is the longest phase (a status write per object); what only planning and
+    // judging needed (several small strings per object) is not kept through it.
+    drop((views, plan, results));
     let state = ctx.zones.get(zone);
     let no_remote = BTreeMap::new();
     let seen = Seen {
-        remote: state.remote.as_ref().unwrap_or(&no_remote),
+        remote: state.remote.as_deref().unwrap_or(&no_remote),
         catalog: snapshot.catalog.as_ref(),
     };
     kube_ok &= publish(ctx, zone, &members, &judgements, &records.versions, seen).await;
@@ -313,7 +317,7 @@ pub async fn reconcile_zone(ctx: &Context, zone: &str, refresh: bool) -> ZoneOut
     let retry = verdict::needs_retry(&judgements) || !kube_ok;
     ZoneOutcome {
         listed,
-        wrote: !results.upserts.is_empty() || !results.deletes.is_empty(),
+        wrote,
         drift,
         ..next_run(ctx, zone, retry, "ok", &judgements, retry_after)
     }
@@ -493,7 +497,7 @@ async fn publish_zone(
     if let Some((state, snap, owned)) = read {
         // The zone as it stands after this reconcile's writes (the snapshot read before them
         // when a failed write made the operator forget it).
-        let remote = state.remote.as_ref().unwrap_or(&snap.remote);
+        let remote = state.remote.as_deref().unwrap_or(&snap.remote);
         let managed = remote.keys().filter(|ip| owned.contains(*ip)).count() as i64;
         let total = remote.len() as i64;
         let limit = snap.capacity.map_or(zone::ZONE_LIMIT, |c| c as i64);
@@ -609,8 +613,8 @@ pub async fn read_zone(
         for r in &creds {
             match clients.client(r.credentials.clone()).list_all(zone).await {
                 Ok(list) => {
-                    state.remote =
-                        Some(list.into_iter().map(|m| (m.origin_ip.clone(), m)).collect());
+                    let remote = list.into_iter().map(|m| (m.origin_ip.clone(), m)).collect();
+                    state.remote = Some(Arc::new(remote));
                     state.listed_wall = Some(jiff::Timestamp::now());
                     state.proven.insert(r.fingerprint);
                     break;
@@ -905,13 +909,13 @@ async fn run_writes(
 fn note_result(ctx: &Context, zone: &str, fp: u64, w: &Write, r: &Result<(), Problem>) {
     match (r, w) {
         (Ok(()), Write::Delete(ip)) => ctx.zones.update(zone, |s| {
-            if let Some(m) = s.remote.as_mut() {
+            if let Some(m) = s.remote.as_mut().map(Arc::make_mut) {
                 m.remove(ip);
             }
             s.proven.insert(fp);
         }),
         (Ok(()), Write::Upsert(input)) => ctx.zones.update(zone, |s| {
-            if let Some(m) = s.remote.as_mut() {
+            if let Some(m) = s.remote.as_mut().map(Arc::make_mut) {
                 m.insert(
                     input.origin_ip.clone(),
                     Mapping {

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::Problem;
@@ -14,7 +14,9 @@ use crate::wire::{Mapping, SupportedRegions};
 #[derive(Debug, Default, Clone)]
 pub struct ZoneState {
     /// Remote mappings by canonical IP, as last listed and then updated by our own writes.
-    pub remote: Option<BTreeMap<String, Mapping>>,
+    /// Shared with the reconcile that reads it (a zone of 3,500 entries is ~1 MB, and every
+    /// reconcile takes a copy of the state); a write copies it only while that reader holds it.
+    pub remote: Option<Arc<BTreeMap<String, Mapping>>>,
     /// Supported regions of the zone, when they could be read.
     pub catalog: Option<SupportedRegions>,
     /// When the catalog was last fetched (also after a failed fetch, to avoid hammering).
@@ -157,6 +159,14 @@ impl ZoneStates {
         }
     }
 
+    /// The watch cache now holds `version` of `uid`: forgets our writes to it once the cache
+    /// has caught up with them. Without this the record of every object written stayed until
+    /// its zone's next reconcile, which with nothing to change is the next resync: ~10 MB for
+    /// 35,000 objects, held at the busiest time.
+    pub fn cache_holds(&self, uid: &str, version: Option<&str>) {
+        self.cache_is_behind(uid, version.map(String::from));
+    }
+
     /// Whether the cached object is older than our latest write to it; forgets the record once
     /// the cache has caught up.
     ///
@@ -246,6 +256,25 @@ mod tests {
         assert!(s.cache_is_behind("w", Some("1".into())));
         assert!(s.cache_is_behind("w", Some("2".into())));
         assert!(!s.cache_is_behind("w", Some("3".into())));
+    }
+
+    #[test]
+    fn our_writes_are_forgotten_as_soon_as_the_watch_shows_them() {
+        let s = ZoneStates::default();
+        s.note_write("u", Some("5".into()), Some("6".into()));
+        s.note_write("v", Some("5".into()), Some("7".into()));
+        s.cache_holds("u", Some("5"));
+        assert!(
+            s.cache_is_behind("u", Some("5".into())),
+            "5 is still older than our 6"
+        );
+        s.cache_holds("u", Some("6"));
+        s.cache_holds("v", Some("8"));
+        assert!(s.written.lock().unwrap().is_empty());
+        // An echo seen before the write's answer is noted: the next reconcile forgets it.
+        s.cache_holds("w", Some("9"));
+        s.note_write("w", Some("8".into()), Some("9".into()));
+        assert!(!s.cache_is_behind("w", Some("9".into())));
     }
 
     #[test]

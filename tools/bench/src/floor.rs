@@ -212,10 +212,20 @@ async fn cleanup(api: &Api<OriginCloudRegionMapping>) -> Result<()> {
     )
     .await;
     results.into_iter().collect::<Result<Vec<()>>>()?;
-    api.delete_collection(&DeleteParams::default(), &ListParams::default())
-        .await
-        .map_err(|e| format!("floor cleanup: deleting: {e}"))?;
-    Ok(())
+    // Deleting 35,000 objects in one request can outlast the connection; what is left is
+    // deleted by the next try.
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match api
+            .delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if tries < 3 => eprintln!("bench:   floor cleanup: deleting: {e}; again"),
+            Err(e) => return Err(format!("floor cleanup: deleting: {e}")),
+        }
+    }
 }
 
 /// At most `limit` of `futures` in flight, each made only when a slot frees (the operator's
