@@ -685,17 +685,7 @@ mod tests {
 
     #[test]
     fn fields_no_reconcile_reads_are_dropped() {
-        let mut o = OriginCloudRegionMapping::new(
-            "a",
-            OriginCloudRegionMappingSpec {
-                zone_id: ZONES[0].into(),
-                origin_ip: "192.0.2.1".into(),
-                vendor: "aws".into(),
-                region: "us-east-1".into(),
-                credentials_secret_ref: None,
-                deletion_policy: DeletionPolicy::Delete,
-            },
-        );
+        let mut o = named("n", "a", "1");
         o.metadata.generate_name = Some("a-".into());
         o.metadata.self_link = Some("/x".into());
         o.metadata.deletion_grace_period_seconds = Some(30);
