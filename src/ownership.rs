@@ -49,6 +49,9 @@ impl fmt::Display for Entry {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Entries(Vec<Entry>);
 
+/// Up to this many entries a set holds no spare capacity.
+const SMALL: usize = 8;
+
 impl Entries {
     /// No entries.
     pub fn new() -> Entries {
@@ -65,6 +68,12 @@ impl Entries {
         match self.0.binary_search(&e) {
             Ok(_) => false,
             Err(at) => {
+                // A set is usually one or two entries and the verdicts of a whole zone hold
+                // two per object: growing by one (not to four, a Vec's first step) keeps
+                // them from being mostly spare capacity.
+                if self.0.len() == self.0.capacity() && self.0.len() < SMALL {
+                    self.0.reserve_exact(1);
+                }
                 self.0.insert(at, e);
                 true
             }
@@ -113,6 +122,9 @@ impl FromIterator<Entry> for Entries {
         let mut v: Vec<Entry> = iter.into_iter().collect();
         v.sort();
         v.dedup();
+        if v.len() < SMALL {
+            v.shrink_to_fit();
+        }
         Entries(v)
     }
 }
@@ -225,7 +237,7 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn entries_behave_as_a_set(ops in proptest::collection::vec((0u8..6, proptest::bool::ANY), 0..40)) {
+        fn entries_behave_as_a_set(ops in proptest::collection::vec((0u8..20, proptest::bool::ANY), 0..60)) {
             let entry = |i: u8| Entry::new(Z, format!("192.0.2.{i}"));
             let mut ours = Entries::new();
             let mut model = std::collections::BTreeSet::new();
@@ -239,6 +251,27 @@ mod tests {
                 proptest::prop_assert_eq!(ours.contains(&entry(0)), model.contains(&entry(0)));
             }
         }
+    }
+
+    #[test]
+    fn small_sets_hold_no_spare_capacity() {
+        let entry = |i: u8| Entry::new(Z, format!("192.0.2.{i}"));
+        let mut set = Entries::new();
+        for i in 0..SMALL as u8 {
+            set.insert(entry(i));
+            assert_eq!(set.0.capacity(), set.len(), "after {} inserts", i + 1);
+        }
+        let collected: Entries = (0..20u8)
+            .map(entry)
+            .filter(|e| e.ip.ends_with('1'))
+            .collect();
+        assert_eq!(collected.0.capacity(), collected.len());
+        // Past the small size it grows as a Vec does (no quadratic copying for a big set).
+        for i in SMALL as u8..40 {
+            set.insert(entry(i));
+        }
+        assert_eq!(set.len(), 40);
+        assert!(set.0.capacity() >= 40);
     }
 
     #[test]
